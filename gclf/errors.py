@@ -1,0 +1,8 @@
+"""User-facing errors: a stage or command prints the message on one line and exits with code 2."""
+
+
+class UserError(Exception):
+    """A mistake in the user's input (params, data, paths, artifacts), not a bug in gclf."""
+
+
+EXIT_USER_ERROR = 2

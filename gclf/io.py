@@ -1,0 +1,57 @@
+"""Atomic file writes and stable JSON: a killed stage never leaves a half-written file behind."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` and move the result onto ``path`` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+
+    atomic_write(path, write)
+
+
+def _rounded(value: Any, digits: int) -> Any:
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else round(value, digits)
+    if isinstance(value, dict):
+        return {str(k): _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v, digits) for v in value]
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return _rounded(value.item(), digits)
+    return value
+
+
+def dumps_json(obj: Any, digits: int = 4) -> str:
+    """JSON with sorted keys and rounded floats, so equal results give equal bytes."""
+    return json.dumps(_rounded(obj, digits), indent=2, sort_keys=True) + "\n"
+
+
+def write_json(path: str | os.PathLike, obj: Any, digits: int = 4) -> None:
+    write_text(path, dumps_json(obj, digits))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

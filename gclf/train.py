@@ -1,0 +1,308 @@
+"""The training loop both phases share, their optimisers and schedules, and resumable state.
+
+One loop, read top to bottom in :func:`fit`: per epoch, seed, shuffle, train (AMP on CUDA),
+validate on the EMA or live weights, keep the best, checkpoint, maybe stop early. It runs as one
+process on CPU or GPU, or under ``torchrun`` (DDP: each rank trains on its shard of the data;
+rank 0 writes files).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from timm.models import group_parameters
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR, OneCycleLR, ReduceLROnPlateau
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
+from tqdm import tqdm
+
+from gclf.data import ImageDataset
+from gclf.io import atomic_write
+from gclf.metrics import binary_metrics
+from gclf.tta import predict_probs
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int
+    batch_size: int
+    monitor: str  # val_auc | val_f1 | val_accuracy | val_loss
+    seed: int
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    ema_decay: float = 0.0  # 0 = off
+    early_stop_patience: int = 0  # 0 = off
+    freeze_backbone: bool = False  # phase 1: backbone weights and BatchNorm statistics stay fixed
+    weighted_sampler: bool = False
+    num_workers: int = 0
+
+
+@dataclass
+class FitResult:
+    model: nn.Module  # the best weights (the EMA's when EMA is on)
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    train_images_per_s: float = 0.0
+    train_wall_s: float = 0.0
+
+
+def select_device(name: str, threads: int) -> torch.device:
+    """``auto`` picks CUDA when present; ``threads`` (0 = all cores) caps CPU threads."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but no CUDA device is visible")
+    if name == "cuda" and dist.is_initialized():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(name)
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group when started by ``torchrun``."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def freeze_backbone(model: nn.Module) -> list[nn.Parameter]:
+    """Freeze ``model.backbone``; return the parameters left to train (the head's)."""
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def adam_plateau(params, lr: float, weight_decay: float, factor: float, patience: int, monitor: str):
+    """Phase 1: Adam, with the learning rate cut by ``factor`` when ``monitor`` stops improving."""
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    mode = "min" if monitor == "val_loss" else "max"
+    return optimizer, ReduceLROnPlateau(optimizer, mode=mode, factor=factor, patience=patience)
+
+
+def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float) -> list[dict]:
+    """AdamW groups with layer-wise LR decay over the backbone's stages (timm's coarse grouping).
+
+    The head gets ``lr``; each stage below it ``layer_decay`` times the one above. Biases and
+    normalisation weights (1-D) get no weight decay.
+    """
+    stage_of = {}
+    stages = group_parameters(model.backbone, model.backbone.group_matcher(coarse=True))
+    for stage, names in stages.items():
+        stage_of.update({f"backbone.{n}": stage for n in names})
+    top = max(stages) + 1
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        depth = stage_of.get(name, top)
+        decay = p.ndim > 1
+        g = groups.setdefault((depth, decay), {
+            "params": [], "lr": lr * layer_decay ** (top - depth), "weight_decay": weight_decay if decay else 0.0,
+        })
+        g["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
+
+
+def adamw_schedule(model, lr, weight_decay, layer_decay, schedule: str, warmup_fraction: float, total_steps: int):
+    """Phase 2: AdamW with LLRD, and a one-cycle or warm-up + cosine schedule stepped per batch."""
+    groups = layer_decay_groups(model, lr, weight_decay, layer_decay)
+    optimizer = torch.optim.AdamW(groups, lr=lr)
+    total_steps = max(total_steps, 1)
+    if schedule == "onecycle":
+        # OneCycleLR needs a warm-up of at least one step
+        pct = max(warmup_fraction, 1.0 / total_steps)
+        return optimizer, OneCycleLR(optimizer, [g["lr"] for g in groups], total_steps=total_steps, pct_start=pct)
+    warmup = int(warmup_fraction * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total_steps - warmup, 1)))
+
+    return optimizer, LambdaLR(optimizer, factor)
+
+
+def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
+    """Seed every RNG from (seed, epoch): a resumed run draws what an uninterrupted one drew."""
+    torch.manual_seed(seed * 100_003 + epoch)
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def _loader(dataset: ImageDataset, labels: torch.Tensor, cfg: FitConfig, epoch: int, rank: int, world: int):
+    generator = _seed_epoch(cfg.seed, epoch)
+    if world > 1:
+        sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed)
+        sampler.set_epoch(epoch)
+    elif cfg.weighted_sampler:
+        counts = torch.bincount(labels.long(), minlength=2).clamp(min=1).float()
+        sampler = WeightedRandomSampler((1 / counts)[labels.long()], len(labels), generator=generator)
+    else:
+        sampler = RandomSampler(dataset, generator=generator)
+    return DataLoader(dataset, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, drop_last=len(dataset) > cfg.batch_size)
+
+
+def _val_row(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device) -> dict[str, float]:
+    probs = predict_probs(model, images, device=device)
+    m = binary_metrics(labels.numpy(), probs)
+    loss = F.binary_cross_entropy(torch.from_numpy(probs).double().clamp(1e-7, 1 - 1e-7), labels.double())
+    return {"val_loss": float(loss), "val_accuracy": m["accuracy"], "val_f1": m["f1"], "val_auc": m["roc_auc"]}
+
+
+def fit(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    cfg: FitConfig,
+    transform: Callable,
+    device: torch.device,
+    state_path: str | Path | None = None,
+    state_key: str = "",
+    desc: str = "train",
+) -> FitResult:
+    """Train ``model`` on uint8 images + float labels; validate each epoch; return the best weights.
+
+    ``state_path`` holds a checkpoint written after every epoch (model, optimiser, scheduler,
+    EMA, best weights, history); a run started with the same ``state_key`` resumes after the
+    last finished epoch and ends as an uninterrupted run would. It is removed on success.
+    """
+    rank, world = init_distributed()
+    model.to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
+    ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) if cfg.ema_decay else None
+    per_batch = not isinstance(scheduler, ReduceLROnPlateau)
+    sign = -1.0 if cfg.monitor == "val_loss" else 1.0  # higher score is better
+
+    dataset = ImageDataset(train[0], train[1], transform)
+    state = {"epoch": 0, "history": [], "best_score": -math.inf, "best_epoch": -1, "best_state": None,
+             "stale_epochs": 0, "train_s": 0.0, "train_images": 0}
+    if state_path and Path(state_path).exists():
+        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        if saved.get("key") == state_key:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            if ema is not None:
+                ema.load_state_dict(saved["ema"])
+            state = saved["state"]
+            print(f"{desc}: resuming after epoch {state['epoch']} from {state_path}")
+
+    for epoch in range(state["epoch"], cfg.epochs):
+        loader = _loader(dataset, train[1], cfg, epoch, rank, world)
+        model.train()
+        if cfg.freeze_backbone:
+            model.backbone.eval()
+        logits_seen, labels_seen, losses = [], [], []
+        start = time.perf_counter()
+        for x, y in tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None):
+            x = x.to(device, non_blocking=True, memory_format=torch.channels_last if cuda else torch.contiguous_format)
+            y = y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
+                logits = ddp(x).float()
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
+            if per_batch:
+                scheduler.step()
+            logits_seen.append(logits.detach().cpu())
+            labels_seen.append(y.cpu())
+            losses.append(loss.item() * len(y))
+        state["train_s"] += time.perf_counter() - start
+        state["train_images"] += sum(len(y) for y in labels_seen) * world
+
+        eval_model = ema.module if ema is not None else model
+        seen = torch.cat(labels_seen).numpy()
+        train_m = binary_metrics(seen, torch.sigmoid(torch.cat(logits_seen)).numpy())
+        row = {
+            "epoch": epoch + 1, "lr": optimizer.param_groups[-1]["lr"],
+            "train_loss": sum(losses) / len(seen), "train_accuracy": train_m["accuracy"],
+            "train_f1": train_m["f1"], "train_auc": train_m["roc_auc"],
+            **_val_row(eval_model, val[0], val[1], device),
+        }
+        state["history"].append(row)
+        score = sign * row[cfg.monitor]
+        if not per_batch:
+            scheduler.step(row[cfg.monitor])
+        if score > state["best_score"]:
+            state.update(best_score=score, best_epoch=epoch + 1, stale_epochs=0,
+                         best_state={k: v.detach().cpu().clone() for k, v in eval_model.state_dict().items()})
+        else:
+            state["stale_epochs"] += 1
+        state["epoch"] = epoch + 1
+        print(f"{desc} epoch {epoch + 1}/{cfg.epochs}: " + " ".join(
+            f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "lr")))
+        if state_path and rank == 0:
+            saved = {"key": state_key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else {},
+                     "state": state}
+            atomic_write(state_path, lambda tmp: torch.save(saved, tmp))
+        if cfg.early_stop_patience and state["stale_epochs"] >= cfg.early_stop_patience:
+            print(f"{desc}: no {cfg.monitor} improvement in {cfg.early_stop_patience} epochs, stopping early")
+            break
+
+    best = copy.deepcopy(model).cpu()
+    if state["best_state"] is not None:
+        best.load_state_dict(state["best_state"])
+    if state_path and rank == 0 and Path(state_path).exists():
+        os.unlink(state_path)
+    return FitResult(
+        model=best.eval(), history=state["history"], best_epoch=state["best_epoch"],
+        train_images_per_s=state["train_images"] / state["train_s"] if state["train_s"] else 0.0,
+        train_wall_s=state["train_s"],
+    )
+
+
+def resume_key(*parts: object) -> str:
+    """A fingerprint of what a run depends on: a saved state with another key is not resumed."""
+    import hashlib
+
+    return hashlib.sha1(repr(parts).encode()).hexdigest()
+
+
+def save_phase(name: str, result: FitResult, meta: dict, monitor: str) -> None:
+    """Write a phase's outputs: ``models/NAME.pt``, ``metrics/NAME.json`` (best epoch's validation
+    scores; deterministic), ``metrics/speed/NAME.json`` (timing; varies run to run),
+    ``plots/NAME.tsv`` (per-epoch history for ``dvc plots``) and ``plots/NAME.png``."""
+    from gclf.io import write_json
+    from gclf.model import save_model
+    from gclf.plots import training_curves_png, write_table
+
+    save_model(f"models/{name}.pt", result.model, meta)
+    best = next((r for r in result.history if r["epoch"] == result.best_epoch), {})
+    write_json(f"metrics/{name}.json", {
+        "best_epoch": result.best_epoch, "epochs_run": len(result.history), "monitor": monitor,
+        **{k: v for k, v in best.items() if k.startswith("val_")},
+    })
+    write_json(f"metrics/speed/{name}.json", {
+        "train_images_per_s": result.train_images_per_s, "train_wall_s": result.train_wall_s,
+    }, digits=1)
+    if result.history:
+        write_table(f"plots/{name}.tsv", result.history)
+        training_curves_png(f"plots/{name}.png", result.history, name)

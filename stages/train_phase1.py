@@ -1,0 +1,37 @@
+"""Stage train_phase1: train the head on a frozen backbone (Adam + ReduceLROnPlateau)."""
+import dataclasses
+
+from gclf.augment import train_transform
+from gclf.cli import run_stage
+from gclf.data import load_split
+from gclf.losses import make_loss
+from gclf.model import artifact_meta, build_model, load_backbone_weights
+from gclf.train import FitConfig, adam_plateau, fit, freeze_backbone, resume_key, save_phase, select_device
+
+
+def main(p):
+    device = select_device(p.device, p.threads)
+    train, val = load_split("train", p.data.image_size), load_split("val", p.data.image_size)
+    model = build_model(p.model.arch, p.model.head, p.model.dropout, p.model.pretrained)
+    if p.model.weights:
+        missing, unexpected = load_backbone_weights(model.backbone, p.model.weights)
+        print(f"loaded {p.model.weights}: {len(missing)} missing keys, {len(unexpected)} unexpected keys")
+    optimizer, scheduler = adam_plateau(
+        freeze_backbone(model), p.phase1.lr, p.phase1.weight_decay,
+        p.phase1.plateau_factor, p.phase1.plateau_patience, p.phase1.monitor,
+    )
+    cfg = FitConfig(
+        epochs=p.phase1.epochs, batch_size=p.phase1.batch_size, monitor=p.phase1.monitor, seed=p.seed,
+        freeze_backbone=True, weighted_sampler=p.data.weighted_sampler, num_workers=p.data.num_workers,
+    )
+    result = fit(
+        model, train[:2], val[:2], make_loss(p.loss, train[1], p.focal.gamma, p.focal.alpha), optimizer, scheduler,
+        cfg, train_transform(p.augment, p.data.image_size), device,
+        state_path=".cache/train_phase1.state.pt", state_key=resume_key(dataclasses.asdict(p), train[1]), desc="phase1",
+    )
+    meta = artifact_meta(p.model.arch, p.model.head, p.model.dropout, p.data.image_size)
+    save_phase("train_phase1", result, meta, cfg.monitor)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,48 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gclf.losses import focal_loss, make_loss, positive_weight
+
+LOGITS = torch.tensor([2.0, -1.0, 0.5, -3.0, 0.1])
+TARGETS = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0])
+
+
+def test_focal_with_gamma_zero_is_alpha_weighted_bce():
+    alpha = 0.7
+    weights = torch.where(TARGETS == 1, alpha, 1 - alpha)
+    expected = (weights * F.binary_cross_entropy_with_logits(LOGITS, TARGETS, reduction="none")).mean()
+    assert torch.allclose(focal_loss(LOGITS, TARGETS, gamma=0.0, alpha=alpha), expected)
+
+
+def test_focal_alpha_changes_the_loss_and_its_gradient_direction():
+    def grad(alpha):
+        x = LOGITS.clone().requires_grad_()
+        focal_loss(x, TARGETS, gamma=2.0, alpha=alpha).backward()
+        return x.grad
+
+    assert focal_loss(LOGITS, TARGETS, 2.0, 0.25) != pytest.approx(float(focal_loss(LOGITS, TARGETS, 2.0, 0.75)))
+    g1, g2 = grad(0.25), grad(0.75)
+    # the ratio between a positive's and a negative's gradient moves with alpha
+    assert (g1[0] / g1[1]) != pytest.approx(float(g2[0] / g2[1]))
+
+
+def test_focal_down_weights_easy_examples():
+    easy, hard = torch.tensor([4.0]), torch.tensor([-1.0])
+    one = torch.tensor([1.0])
+    ratio_focal = focal_loss(easy, one, 2.0, 0.5) / focal_loss(hard, one, 2.0, 0.5)
+    ratio_bce = F.binary_cross_entropy_with_logits(easy, one) / F.binary_cross_entropy_with_logits(hard, one)
+    assert ratio_focal < ratio_bce / 10
+
+
+def test_weighted_bce_uses_train_counts():
+    labels = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    assert positive_weight(labels) == 3.0
+    loss = make_loss("weighted_bce", labels)
+    expected = F.binary_cross_entropy_with_logits(LOGITS, TARGETS, pos_weight=torch.tensor(3.0))
+    assert torch.allclose(loss(LOGITS, TARGETS), expected)
+    assert positive_weight(torch.zeros(3)) == 1.0
+
+
+def test_plain_bce():
+    assert torch.allclose(make_loss("bce", TARGETS)(LOGITS, TARGETS), F.binary_cross_entropy_with_logits(LOGITS, TARGETS))
