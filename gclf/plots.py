@@ -104,3 +104,21 @@ def threshold_png(path: str | Path, rows: Sequence[dict], chosen: float, criteri
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, path)
+
+
+def benchmark_png(path: str | Path, report: dict[str, float], batch_size: int) -> None:
+    """Batch-1 latency and batch throughput per runner, as bars labelled with the speedup."""
+    names = [k[: -len("_b1_p50_ms")] for k in report if k.endswith("_b1_p50_ms")]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    latency = [report[f"{n}_b1_p50_ms"] for n in names]
+    throughput = [report[f"{n}_b{batch_size}_img_s"] for n in names]
+    left.barh(names, latency, color="tab:orange")
+    right.barh(names, throughput, color="tab:blue")
+    for i, n in enumerate(names):
+        left.text(latency[i], i, f" {latency[i]:.2f} ms ({report[f'{n}_speedup_b1']:.2f}x)", va="center")
+        right.text(throughput[i], i, f" {throughput[i]:.0f} ({report[f'{n}_speedup_b{batch_size}']:.2f}x)", va="center")
+    left.set(xlabel="batch-1 latency p50 (ms, lower is better)", xlim=(0, max(latency) * 1.6))
+    right.set(xlabel=f"batch-{batch_size} throughput (images/s, higher is better)", xlim=(0, max(throughput) * 1.6))
+    right.set_yticks(range(len(names)), [""] * len(names))
+    fig.suptitle("CPU inference, interleaved runs; speedup vs fp32_eager")
+    save_figure(fig, path)

@@ -8,6 +8,7 @@ rank 0 writes files).
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 import time
@@ -279,11 +280,13 @@ def fit(
     )
 
 
-def resume_key(*parts: object) -> str:
-    """A fingerprint of what a run depends on: a saved state with another key is not resumed."""
-    import hashlib
-
-    return hashlib.sha1(repr(parts).encode()).hexdigest()
+def resume_key(params: dict, files: list[str]) -> str:
+    """A fingerprint of everything a run depends on (params and the bytes of its input files):
+    a saved state with another key belongs to another run and is not resumed."""
+    digest = hashlib.sha1(repr(sorted(params.items())).encode())
+    for path in files:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
 
 
 def save_phase(name: str, result: FitResult, meta: dict, monitor: str) -> None:

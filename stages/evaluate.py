@@ -29,7 +29,7 @@ def main(p):
             write_table("plots/reliability.csv", reliability_rows(labels, probs))
             names = ("male", "female")
             write_table("plots/confusion.csv", [
-                {"actual": names[y], "predicted": names[int(q >= threshold)]} for y, q in zip(labels, probs)
+                {"actual": names[int(y)], "predicted": names[int(q >= threshold)]} for y, q in zip(labels, probs)
             ])
             evaluation_png("plots/evaluation.png", labels, probs, threshold, "test split, no TTA")
     write_json("metrics/eval.json", report)

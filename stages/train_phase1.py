@@ -27,7 +27,7 @@ def main(p):
     result = fit(
         model, train[:2], val[:2], make_loss(p.loss, train[1], p.focal.gamma, p.focal.alpha), optimizer, scheduler,
         cfg, train_transform(p.augment, p.data.image_size), device,
-        state_path=".cache/train_phase1.state.pt", state_key=resume_key(dataclasses.asdict(p), train[1]), desc="phase1",
+        state_path=".cache/train_phase1.state.pt", state_key=resume_key(dataclasses.asdict(p), ["data/splits/train.csv", "data/splits/val.csv"]), desc="phase1",
     )
     meta = artifact_meta(p.model.arch, p.model.head, p.model.dropout, p.data.image_size)
     save_phase("train_phase1", result, meta, cfg.monitor)

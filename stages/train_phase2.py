@@ -28,7 +28,7 @@ def main(p):
     result = fit(
         model, train[:2], val[:2], make_loss(p.loss, train[1], p.focal.gamma, p.focal.alpha), optimizer, scheduler,
         cfg, train_transform(p.augment, p.data.image_size), device,
-        state_path=".cache/train_phase2.state.pt", state_key=resume_key(dataclasses.asdict(p), train[1]), desc="phase2",
+        state_path=".cache/train_phase2.state.pt", state_key=resume_key(dataclasses.asdict(p), ["data/splits/train.csv", "data/splits/val.csv", "models/train_phase1.pt"]), desc="phase2",
     )
     save_phase("train_phase2", result, meta, cfg.monitor)
 

@@ -1,0 +1,47 @@
+"""Stage quantize: an FP32 ONNX export (checked against PyTorch), the reference project's dynamic
+INT8 of the Linear layers (a comparison row), and static INT8 of the whole network (OpenVINO +
+NNCF, calibrated on a seeded sample of train images); each scored on the test split."""
+import numpy as np
+import torch
+
+from gclf.bench import REFERENCE, check_agreement
+from gclf.cli import run_stage
+from gclf.data import load_split
+from gclf.io import read_json, write_json
+from gclf.metrics import binary_metrics
+from gclf.model import load_model
+from gclf.quantize import (
+    ARTIFACTS, export_onnx, load_runner, quantize_dynamic_linear, quantize_static, save_dynamic_int8,
+)
+from gclf.tta import predict_probs
+
+ONNX_ATOL = 1e-3  # max |logit| difference between the ONNX export and PyTorch
+
+
+def main(p):
+    size = p.data.image_size
+    model, meta = load_model("models/train_phase2.pt")
+    export_onnx(model, ARTIFACTS["fp32_onnxruntime"], size)
+    save_dynamic_int8(ARTIFACTS["int8_dynamic_linear"], quantize_dynamic_linear(model), meta)
+    train_images = load_split("train", size)[0]
+    picked = np.random.default_rng(p.seed).permutation(len(train_images))[: p.quantize.calibration_images]
+    calibration = train_images[np.sort(picked)].float().div(255).numpy()
+    quantize_static(ARTIFACTS["fp32_onnxruntime"], calibration, ARTIFACTS["int8_static"])
+
+    images, labels, _ = load_split("test", size)
+    threshold = read_json("metrics/threshold.json")["threshold"]
+    runners = {name: load_runner(path, p.threads) for name, path in ARTIFACTS.items()}
+    check_agreement({k: runners[k] for k in (REFERENCE, "fp32_onnxruntime")}, images[:32].float().div(255).numpy(), atol=ONNX_ATOL)
+    report, reference_preds = {}, None
+    for name, runner in runners.items():
+        probs = predict_probs(lambda x: torch.from_numpy(runner(x.numpy())), images)
+        preds = probs >= threshold
+        reference_preds = preds if reference_preds is None else reference_preds
+        m = binary_metrics(labels.numpy(), probs, threshold)
+        report.update({f"{name}_test_{k}": m[k] for k in ("accuracy", "f1", "roc_auc")})
+        report[f"{name}_agreement"] = float(np.mean(preds == reference_preds))
+    write_json("metrics/quantize.json", report)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,343 @@
+import csv
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gclf import data
+from gclf.data import (
+    DataError, ImageDataset, Record, build_splits, class_label, load_images, read_manifest, stratified_split,
+)
+
+UTKFACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "utkface"
+SPLIT_ARGS = dict(val_fraction=0.2, test_fraction=0.2, seed=0, synthetic_count=40, synthetic_size=32,
+                  synthetic_female_fraction=0.3)
+
+
+def write_image(path, seed, size=8, fmt=None):
+    """A tiny noise image, unique per seed (so no accidental duplicates)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format=fmt)
+    return path
+
+
+def make_imagefolder(root, females=4, males=6, start=0):
+    for i in range(females):
+        write_image(Path(root) / "Female" / f"f{i}.png", start + i)
+    for i in range(males):
+        write_image(Path(root) / "Male" / f"m{i}.jpg", start + 1000 + i)
+
+
+def rows(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def split_paths(out_dir):
+    return {s: {r["path"] for r in rows(Path(out_dir) / f"{s}.csv")} for s in ("train", "val", "test")}
+
+
+def skipped(out_dir):
+    return {os.path.basename(r["path"]): r["reason"] for r in rows(Path(out_dir) / "skipped.csv")}
+
+
+def test_class_names_are_case_insensitive_aliases():
+    assert [class_label(n) for n in ("Female", "WOMEN", "f", "Male", "men", "M")] == [1, 1, 1, 0, 0, 0]
+    with pytest.raises(DataError, match="'cats' is not a class name"):
+        class_label("cats")
+
+
+def test_imagefolder_gives_relative_paths_and_stratified_disjoint_splits(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_imagefolder("ds", females=10, males=20)
+    write_image("ds/Male/nested/deeper.png", 99)
+    Path("ds/Male/notes.txt").write_text("not an image, ignored")
+    summary = build_splits("imagefolder", "ds", "splits", **SPLIT_ARGS)
+    assert summary["scanned"] == 31 and summary["kept"] == 31
+    assert (summary["train_female"], summary["val_female"], summary["test_female"]) == (6, 2, 2)
+    assert (summary["train_male"], summary["val_male"], summary["test_male"]) == (13, 4, 4)
+    paths = split_paths("splits")
+    assert not (paths["train"] & paths["val"] or paths["train"] & paths["test"] or paths["val"] & paths["test"])
+    assert "ds/Male/nested/deeper.png" in set().union(*paths.values())
+    train = rows("splits/train.csv")
+    assert list(train[0]) == ["path", "label", "sha1"]
+    assert all(r["sha1"] == hashlib.sha1(Path(r["path"]).read_bytes()).hexdigest() for r in train)
+    assert [r["path"] for r in train] == sorted(r["path"] for r in train)
+    assert all(r["label"] == ("1" if "/Female/" in r["path"] else "0") for r in train)
+    assert Path("splits/skipped.csv").read_text() == "path,reason\n"
+
+
+def test_unknown_class_folder_is_a_data_error_naming_it(tmp_path):
+    make_imagefolder(tmp_path)
+    write_image(tmp_path / "Unknown" / "x.png", 5)
+    with pytest.raises(DataError, match=r"Unknown: 'Unknown' is not a class name.*female"):
+        build_splits("imagefolder", str(tmp_path), str(tmp_path / "out"), **SPLIT_ARGS)
+
+
+@pytest.mark.parametrize("root_kind", ["missing", "empty"])
+def test_no_images_is_a_data_error(tmp_path, root_kind):
+    root = tmp_path / "ds"
+    if root_kind == "empty":
+        (root / "female").mkdir(parents=True)
+    with pytest.raises(DataError, match="no such folder" if root_kind == "missing" else "no images found"):
+        build_splits("imagefolder", str(root), str(tmp_path / "out"), **SPLIT_ARGS)
+
+
+def test_presplit_with_three_folders_keeps_the_given_splits(tmp_path):
+    for i, name in enumerate(("Train", "Validation", "Test")):
+        make_imagefolder(tmp_path / "Dataset" / name, females=2, males=3, start=100 * i)
+    build_splits("presplit", str(tmp_path / "Dataset"), str(tmp_path / "out"), **SPLIT_ARGS)
+    paths = split_paths(tmp_path / "out")
+    for split, folder in (("train", "Train"), ("val", "Validation"), ("test", "Test")):
+        assert len(paths[split]) == 5
+        assert all(f"/Dataset/{folder}/" in p for p in paths[split])
+
+
+def test_presplit_with_train_and_val_carves_test_from_train(tmp_path):
+    make_imagefolder(tmp_path / "Task_A" / "train", females=6, males=14)
+    make_imagefolder(tmp_path / "Task_A" / "val", females=2, males=3, start=500)
+    summary = build_splits("presplit", str(tmp_path / "Task_A"), str(tmp_path / "out"), **SPLIT_ARGS)
+    paths = split_paths(tmp_path / "out")
+    assert all("/val/" in p for p in paths["val"]) and len(paths["val"]) == 5
+    assert all("/train/" in p for p in paths["test"] | paths["train"])
+    # test is test_fraction of train + val per class: round(0.2 * 8) females, round(0.2 * 17) males
+    assert (summary["test_female"], summary["test_male"]) == (2, 3)
+
+
+def test_presplit_needs_train_and_val(tmp_path):
+    make_imagefolder(tmp_path / "ds" / "training")
+    with pytest.raises(DataError, match="no val folder"):
+        build_splits("presplit", str(tmp_path / "ds"), str(tmp_path / "out"), **SPLIT_ARGS)
+    make_imagefolder(tmp_path / "ds" / "misc")
+    with pytest.raises(DataError, match="misc: not a split folder"):
+        build_splits("presplit", str(tmp_path / "ds"), str(tmp_path / "out"), **SPLIT_ARGS)
+
+
+def test_csv_manifest_with_class_names_and_metadata(tmp_path):
+    for i in range(10):
+        write_image(tmp_path / "imgs" / f"{i}.png", i)
+    lines = ["path,label,camera,age"] + [
+        f"imgs/{i}.png,{label},cam{i % 2},{20 + i}"
+        for i, label in enumerate(["Female", "1", "woman", "f", "0", "male", "Men", "M", "0", "male"])
+    ]
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    summary = build_splits("csv", str(tmp_path / "labels.csv"), str(tmp_path / "out"), **SPLIT_ARGS)
+    assert summary["kept"] == 10 and summary["train_female"] + summary["val_female"] + summary["test_female"] == 4
+    records = sum((read_manifest(str(tmp_path / "out" / f"{s}.csv")) for s in ("train", "val", "test")), [])
+    by_name = {os.path.basename(r.path): r for r in records}
+    assert by_name["0.png"].label == 1 and by_name["9.png"].label == 0
+    assert by_name["3.png"].meta == {"age": "23", "camera": "cam1"}
+    assert os.path.isfile(by_name["3.png"].path)
+    assert list(rows(tmp_path / "out" / "train.csv")[0]) == ["path", "label", "sha1", "age", "camera"]
+
+
+def test_csv_manifest_without_label_column_is_a_data_error(tmp_path):
+    (tmp_path / "m.csv").write_text("path,gender\na.png,female\n")
+    with pytest.raises(DataError, match="needs columns path,label"):
+        build_splits("csv", str(tmp_path / "m.csv"), str(tmp_path / "out"), **SPLIT_ARGS)
+
+
+def test_csv_manifest_with_an_unknown_label_names_the_line(tmp_path):
+    write_image(tmp_path / "a.png", 1)
+    (tmp_path / "m.csv").write_text("path,label\na.png,female\na.png,cat\n")
+    with pytest.raises(DataError, match=r"m.csv, line 3: 'cat' is not a class name"):
+        build_splits("csv", str(tmp_path / "m.csv"), str(tmp_path / "out"), **SPLIT_ARGS)
+
+
+def test_utkface_names_give_labels_and_metadata(tmp_path):
+    names = ["25_0_0_20170116174525125.jpg.chip.jpg", "8_1_1_20170109142408075.jpg.chip.jpg",
+             "61_1_2_20170109150557335.jpg.chip.jpg", "39_1_20170116174525125.jpg.chip.jpg",
+             "45_0_3_20170119171234567.jpg.chip.jpg", "33_1_4_20170117012345678.jpg.chip.jpg"]
+    for i, name in enumerate(names):
+        write_image(tmp_path / "utk" / name, i, fmt="JPEG")
+    summary = build_splits("utkface", str(tmp_path / "utk"), str(tmp_path / "out"), **SPLIT_ARGS)
+    assert (summary["scanned"], summary["bad_names"], summary["kept"]) == (6, 1, 5)
+    assert skipped(tmp_path / "out") == {"39_1_20170116174525125.jpg.chip.jpg": "bad name"}
+    records = {os.path.basename(r.path)[:7]: r for s in ("train", "val", "test")
+               for r in read_manifest(str(tmp_path / "out" / f"{s}.csv"))}
+    assert records["8_1_1_2"].label == 1 and records["25_0_0_"].label == 0
+    assert records["8_1_1_2"].meta == {"age": "8", "age_band": "0-9", "race": "black"}
+    assert records["61_1_2_"].meta["age_band"] == "60+" and records["61_1_2_"].meta["race"] == "asian"
+    assert records["45_0_3_"].meta["age_band"] == "40-59" and records["33_1_4_"].meta["race"] == "others"
+
+
+def test_bad_files_are_skipped_and_counted(tmp_path, monkeypatch):
+    make_imagefolder(tmp_path / "ds")
+    female = tmp_path / "ds" / "Female"
+    (female / "empty.jpg").write_bytes(b"")
+    (female / "text.jpg").write_text("hello, I am not a JPEG")
+    good = write_image(tmp_path / "full.jpg", 7, size=20, fmt="JPEG").read_bytes()
+    (female / "cut.jpg").write_bytes(good[: len(good) // 2])
+    big = write_image(tmp_path / "big.png", 8, size=40)
+    shutil.copy(big, female / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 40 x 40 is over twice this: an error
+    summary = build_splits("imagefolder", str(tmp_path / "ds"), str(tmp_path / "out"), **SPLIT_ARGS)
+    assert skipped(tmp_path / "out") == {
+        "empty.jpg": "empty file", "text.jpg": "not an image", "cut.jpg": "truncated", "big.png": "too large",
+    }
+    assert (summary["scanned"], summary["unreadable"], summary["kept"]) == (14, 4, 10)
+
+
+def test_duplicates_keep_one_copy_and_conflicts_drop_all(tmp_path):
+    make_imagefolder(tmp_path / "ds", females=4, males=6)
+    ds = tmp_path / "ds"
+    shutil.copy(ds / "Female" / "f0.png", ds / "Female" / "f0_copy.png")  # same label: one kept
+    shutil.copy(ds / "Female" / "f1.png", ds / "Male" / "f1_as_male.png")  # conflicting labels
+    summary = build_splits("imagefolder", str(ds), str(tmp_path / "out"), **SPLIT_ARGS)
+    assert skipped(tmp_path / "out") == {
+        "f0_copy.png": "duplicate",
+        "f1.png": "duplicate with conflicting labels", "f1_as_male.png": "duplicate with conflicting labels",
+    }
+    assert (summary["duplicates_removed"], summary["conflicting_groups"], summary["conflicting_dropped"]) == (1, 1, 2)
+    assert summary["kept"] == 9
+
+
+def test_duplicate_across_presplit_folders_is_kept_only_in_the_held_out_split(tmp_path):
+    root = tmp_path / "ds"
+    for i, name in enumerate(("train", "val", "test")):
+        make_imagefolder(root / name, females=2, males=2, start=100 * i)
+    shutil.copy(root / "test" / "Male" / "m0.jpg", root / "train" / "Male" / "leaked.jpg")
+    shutil.copy(root / "val" / "Female" / "f0.png", root / "train" / "Female" / "leaked.png")
+    build_splits("presplit", str(root), str(tmp_path / "out"), **SPLIT_ARGS)
+    paths = split_paths(tmp_path / "out")
+    assert str(root / "test" / "Male" / "m0.jpg") in paths["test"]
+    assert str(root / "val" / "Female" / "f0.png") in paths["val"]
+    assert not any("leaked" in p for p in paths["train"])
+
+
+def fake_records(females, males):
+    return [Record(f"f/{i:03d}.png", 1) for i in range(females)] + [Record(f"m/{i:03d}.png", 0) for i in range(males)]
+
+
+def test_stratified_split_is_deterministic_per_seed_and_keeps_both_classes_everywhere():
+    records = fake_records(30, 70)
+    first = stratified_split(records, 0.15, 0.15, seed=1)
+    assert first == stratified_split(list(reversed(records)), 0.15, 0.15, seed=1)
+    assert first != stratified_split(records, 0.15, 0.15, seed=2)
+    for split, (females, males) in {"train": (22, 50), "val": (4, 10), "test": (4, 10)}.items():
+        assert sum(r.split == split and r.label == 1 for r in first) == females
+        assert sum(r.split == split and r.label == 0 for r in first) == males
+    tiny = stratified_split(fake_records(3, 3), 0.01, 0.01, seed=0)
+    assert {(r.split, r.label) for r in tiny} == {(s, c) for s in ("train", "val", "test") for c in (0, 1)}
+
+
+def test_same_seed_writes_byte_identical_manifests(tmp_path):
+    make_imagefolder(tmp_path / "ds", females=8, males=12)
+    outs = [tmp_path / name for name in ("a", "b", "c")]
+    for out, seed in zip(outs, (5, 5, 6)):
+        build_splits("imagefolder", str(tmp_path / "ds"), str(out), **{**SPLIT_ARGS, "seed": seed})
+    text = [(out / "test.csv").read_bytes() for out in outs]
+    assert text[0] == text[1] != text[2]
+
+
+def test_synthetic_format_writes_images_under_the_output_folder(tmp_path):
+    out = tmp_path / "splits"
+    (out / "synthetic" / "male").mkdir(parents=True)
+    write_image(out / "synthetic" / "male" / "stale.png", 1)  # from an older run: must not be listed
+    summary = build_splits("synthetic", "unused", str(out), **SPLIT_ARGS)
+    assert summary["kept"] == 40 and sum(summary[f"{s}_female"] for s in ("train", "val", "test")) == 12
+    records = read_manifest(str(out / "train.csv"))
+    assert all(r.path.startswith(str(out / "synthetic")) and os.path.isfile(r.path) for r in records)
+    assert {r.meta["skin"] for r in records} <= {"light", "medium", "dark"}
+    assert not (out / "synthetic" / "male" / "stale.png").exists()
+
+
+def test_read_manifest_points_to_the_split_stage_when_missing(tmp_path):
+    with pytest.raises(DataError, match="dvc repro split"):
+        read_manifest(str(tmp_path / "train.csv"))
+
+
+def write_modes(folder):
+    """The same 8 x 8 picture (top half dark, bottom half bright) in awkward modes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gray = np.vstack([np.full((4, 8), 40, np.uint8), np.full((4, 8), 200, np.uint8)])
+    rgb = Image.fromarray(np.stack([gray] * 3, axis=-1))
+    images = {
+        "L": rgb.convert("L"), "LA": rgb.convert("LA"), "RGBA": rgb.convert("RGBA"),
+        "P": rgb.convert("P", palette=Image.ADAPTIVE),
+        "I;16": Image.fromarray(gray.astype(np.uint16) * 257),
+    }
+    files = []
+    for mode, image in images.items():
+        files.append(str(folder / f"{mode.replace(';', '_')}.png"))
+        image.save(files[-1])
+    files.append(str(folder / "cmyk.jpg"))
+    rgb.convert("CMYK").save(files[-1], quality=100)
+    return files
+
+
+def test_load_images_converts_every_mode_to_rgb(tmp_path):
+    files = write_modes(tmp_path)
+    with Image.open(files[4]) as image:
+        assert image.mode == "I;16"
+    images = load_images(files, 8, cache_dir=None)
+    assert images.dtype == torch.uint8 and images.shape == (6, 3, 8, 8)
+    top, bottom = images[:, :, 1].float().mean(dim=(1, 2)), images[:, :, 6].float().mean(dim=(1, 2))
+    assert torch.all((top - 40).abs() < 8) and torch.all((bottom - 200).abs() < 8), (top, bottom)
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    Image.new("RGBA", (4, 4), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    assert load_images([str(tmp_path / "clear.png")], 4).min() == 255
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    pixels = np.zeros((16, 32, 3), np.uint8)
+    pixels[:, :16] = (255, 0, 0)  # left half red, right half blue as stored
+    pixels[:, 16:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(pixels).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    image = load_images([str(tmp_path / "rotated.jpg")], 16)[0].int()
+    assert image[0, 2].float().mean() > 200 and image[2, 2].float().mean() < 50  # top row red
+    assert image[2, 13].float().mean() > 200 and image[0, 13].float().mean() < 50  # bottom row blue
+
+
+def test_load_images_cache_hit_returns_the_same_tensor_in_the_asked_order(tmp_path, monkeypatch):
+    paths = [str(write_image(tmp_path / f"{i}.png", i, size=12)) for i in range(4)]
+    cache = tmp_path / "cache"
+    first = load_images(paths, 8, str(cache))
+    assert len(list(cache.glob("*.npy"))) == 1
+
+    def no_decoding(path, size):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(data, "decode_image", no_decoding)
+    assert torch.equal(load_images(paths, 8, str(cache)), first)
+    reordered = load_images(paths[::-1] + paths[:1], 8, str(cache))
+    assert torch.equal(reordered, torch.cat([first.flip(0), first[:1]]))
+    monkeypatch.undo()
+    assert load_images(paths, 10, str(cache)).shape == (4, 3, 10, 10)  # another size: another entry
+    assert len(list(cache.glob("*.npy"))) == 2
+
+
+def test_load_images_of_a_missing_file_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="dvc repro split"):
+        load_images([str(tmp_path / "gone.png")], 8)
+
+
+def test_image_dataset_items_are_float():
+    images = torch.tensor([[[[0, 255]]] * 3, [[[255, 51]]] * 3], dtype=torch.uint8)  # (2, 3, 1, 2)
+    dataset = ImageDataset(images, torch.tensor([0, 1]))
+    image, label = dataset[1]
+    assert image.dtype == torch.float32 and torch.allclose(image[0, 0], torch.tensor([1.0, 0.2]))
+    assert label.dtype == torch.float32 and label.item() == 1.0
+    flipped = ImageDataset(images, torch.tensor([0, 1]), transform=lambda x: x.flip(-1))
+    assert torch.allclose(flipped[1][0][0, 0], torch.tensor([0.2, 1.0]))
+    assert len(flipped) == 2
+
+
+@pytest.mark.skipif(not UTKFACE.is_dir(), reason="real UTKFace folder not present")
+def test_real_utkface_bad_names_and_conflicting_duplicates(tmp_path):
+    summary = build_splits("utkface", str(UTKFACE), str(tmp_path), **SPLIT_ARGS)
+    assert summary["bad_names"] == 2
+    assert summary["conflicting_groups"] == 14
+    assert summary["scanned"] == 9780
+    assert summary["kept"] == sum(summary[f"{s}_total"] for s in ("train", "val", "test"))

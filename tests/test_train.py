@@ -1,0 +1,99 @@
+"""The training loop on a tiny model and tiny images: learning, resuming, freezing, schedules."""
+import torch
+
+from gclf.augment import train_transform
+from gclf.losses import make_loss
+from gclf.model import build_model
+from gclf.params import AugmentParams
+from gclf.train import (
+    FitConfig, adam_plateau, adamw_schedule, fit, freeze_backbone, layer_decay_groups, select_device,
+)
+
+SIZE = 32
+NO_AUGMENT = AugmentParams(crop_scale=1.0, hflip=0.0, rotation=0.0, color_jitter=0.0, grayscale=0.0, erasing=0.0)
+
+
+def toy_data(n, seed):
+    """Class 1 images are bright, class 0 dark: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.rand(n, generator=g) < 0.4).float()
+    base = torch.randint(0, 120, (n, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
+    images = base + (labels.view(-1, 1, 1, 1) * 120).to(torch.uint8)
+    return images, labels
+
+
+def phase2_run(epochs, state_path=None, ema_decay=0.0):
+    torch.manual_seed(0)
+    train, val = toy_data(96, 1), toy_data(48, 2)
+    model = build_model("test_efficientnet", "linear", 0.0)
+    optimizer, scheduler = adamw_schedule(model, 3e-3, 0.01, 0.8, "onecycle", 0.2, total_steps=4 * 3)
+    cfg = FitConfig(epochs=epochs, batch_size=32, monitor="val_auc", seed=0, grad_clip=1.0, ema_decay=ema_decay)
+    return fit(model, train, val, make_loss("bce", train[1]), optimizer, scheduler, cfg,
+               train_transform(NO_AUGMENT, SIZE), select_device("cpu", 1), state_path=state_path, state_key="k")
+
+
+def test_phase2_learns_the_toy_task():
+    result = phase2_run(epochs=4)
+    assert len(result.history) == 4 and 1 <= result.best_epoch <= 4
+    assert max(r["val_auc"] for r in result.history) > 0.9
+    assert result.train_images_per_s > 0
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    full = phase2_run(epochs=4)
+    state = tmp_path / "state.pt"
+    import gclf.train as train_module
+
+    # "kill" the run after its second epoch: the loop stops, the state file stays behind
+    real_save = train_module.atomic_write
+    calls = []
+
+    def save_then_die(path, write):
+        real_save(path, write)
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "atomic_write", save_then_die)
+    try:
+        phase2_run(epochs=4, state_path=state)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.setattr(train_module, "atomic_write", real_save)
+    assert state.exists()
+    resumed = phase2_run(epochs=4, state_path=state)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    assert resumed.history == full.history
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert not state.exists()  # removed on success
+
+
+def test_ema_model_is_what_gets_evaluated_and_returned():
+    result = phase2_run(epochs=2, ema_decay=0.9)
+    assert "n_averaged" not in result.model.state_dict()
+    assert len(result.history) == 2
+
+
+def test_phase1_freezes_backbone_weights_and_batchnorm_stats():
+    train, val = toy_data(64, 1), toy_data(32, 2)
+    model = build_model("test_efficientnet", "mlp", 0.1)
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    optimizer, scheduler = adam_plateau(freeze_backbone(model), 1e-2, 0.0, 0.5, 1, "val_loss")
+    cfg = FitConfig(epochs=2, batch_size=32, monitor="val_loss", seed=0, freeze_backbone=True)
+    result = fit(model, train, val, make_loss("weighted_bce", train[1]), optimizer, scheduler, cfg,
+                 train_transform(NO_AUGMENT, SIZE), select_device("cpu", 1))
+    for key, value in result.model.backbone.state_dict().items():
+        assert torch.equal(value, before[key]), f"{key} changed in phase 1"
+    head_before = build_model("test_efficientnet", "mlp", 0.1).head  # a fresh head differs anyway
+    assert any(not torch.equal(a, b) for a, b in zip(result.model.head.state_dict().values(), head_before.state_dict().values()))
+
+
+def test_layer_decay_gives_lower_stages_smaller_learning_rates():
+    model = build_model("test_efficientnet", "linear", 0.0)
+    groups = layer_decay_groups(model, lr=1.0, weight_decay=0.05, layer_decay=0.5)
+    head_group = next(g for g in groups if any(p is model.head[1].weight for p in g["params"]))
+    stem_group = next(g for g in groups if any(p is model.backbone.conv_stem.weight for p in g["params"]))
+    assert head_group["lr"] == 1.0 and stem_group["lr"] < head_group["lr"] / 8
+    assert all(g["weight_decay"] == 0.0 for g in groups if all(p.ndim == 1 for p in g["params"]))
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
