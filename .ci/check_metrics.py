@@ -5,6 +5,7 @@ Input: `dvc metrics diff --json HEAD` (only changed metrics are listed). Timing 
 Data counts must match exactly; scores may move by ABS_TOL + REL_TOL * |committed value|, which
 covers float differences between CPUs of the same kind (training itself is deterministic on one).
 """
+
 import json
 import sys
 

@@ -1,4 +1,5 @@
 """Training augmentation on decoded uint8 image tensors (C, H, W), the same for both classes."""
+
 from __future__ import annotations
 
 import torch

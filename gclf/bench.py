@@ -3,6 +3,7 @@
 Rounds are interleaved across runners and their order flips every round, so drift in the
 machine (thermal, other load, caches) spreads over all runners instead of favouring one.
 """
+
 from __future__ import annotations
 
 import os

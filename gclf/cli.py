@@ -3,6 +3,7 @@
 A user's mistake (bad params, data or artifact) ends with one line on stderr and exit code 2;
 anything else is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import argparse

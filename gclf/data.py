@@ -4,6 +4,7 @@ stratified into train/val/test manifests, and decode images once into a uint8 te
 A manifest is a CSV with columns ``path,label,<metadata...>``; ``path`` opens from the repo root,
 ``label`` is 0 (male) or 1 (female, the positive class), see :data:`gclf.model.CLASSES`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -68,14 +69,13 @@ Scan = tuple[list[Record], Rejected]
 
 # --- scanning ---------------------------------------------------------------------------------
 
+
 def class_label(name: str) -> int:
     """0 for a male class name, 1 for a female one (case-insensitive), else :class:`DataError`."""
     try:
         return CLASS_NAMES[name.strip().lower()]
     except KeyError:
-        raise DataError(
-            f"{name!r} is not a class name: use one of {', '.join(CLASS_NAMES)} (any case)"
-        ) from None
+        raise DataError(f"{name!r} is not a class name: use one of {', '.join(CLASS_NAMES)} (any case)") from None
 
 
 def is_image_name(name: str) -> bool:
@@ -215,6 +215,7 @@ SCANNERS: dict[str, Callable[[str], Scan]] = {
 
 # --- validation and deduplication -------------------------------------------------------------
 
+
 def decode_problem(data: bytes) -> str | None:
     """Why these bytes are not a usable image, or None if they decode completely."""
     try:
@@ -244,8 +245,14 @@ def inspect_file(path: str) -> tuple[str, str | None]:
 def inspect_all(records: list[Record]) -> tuple[list[Record], list[str], Rejected]:
     """Check every file with a progress bar: (good records, their content hashes, rejected)."""
     with ThreadPoolExecutor(WORKERS) as pool:
-        results = list(tqdm(pool.map(inspect_file, [r.path for r in records]), total=len(records),
-                            desc="checking images", unit="img"))
+        results = list(
+            tqdm(
+                pool.map(inspect_file, [r.path for r in records]),
+                total=len(records),
+                desc="checking images",
+                unit="img",
+            )
+        )
     good, hashes, rejected = [], [], []
     for record, (digest, problem) in zip(records, results):
         if problem is None:
@@ -279,6 +286,7 @@ def deduplicate(records: list[Record], hashes: list[str]) -> tuple[list[Record],
 
 # --- splitting --------------------------------------------------------------------------------
 
+
 def carve_counts(pool: int, total: int, fractions: dict[str, float]) -> dict[str, int]:
     """How many of ``pool`` unassigned images each split gets: its fraction of ``total``, at
     least one when the pool allows, always leaving one for train."""
@@ -307,13 +315,14 @@ def stratified_split(records: list[Record], val_fraction: float, test_fraction: 
         order = rng.permutation(len(pool))
         start = 0
         for split, n in carve_counts(len(pool), total, fractions).items():
-            result += [dataclasses.replace(pool[i], split=split) for i in order[start:start + n]]
+            result += [dataclasses.replace(pool[i], split=split) for i in order[start : start + n]]
             start += n
         result += [dataclasses.replace(pool[i], split="train") for i in order[start:]]
     return result
 
 
 # --- manifests --------------------------------------------------------------------------------
+
 
 def csv_text(header: list[str], rows: Iterable[Iterable]) -> str:
     """CSV text with ``\n`` line endings, so manifests are byte-identical on every platform."""
@@ -339,8 +348,12 @@ def read_manifest(path: str) -> list[Record]:
     except FileNotFoundError:
         raise DataError(f"{path}: no such manifest; run `dvc repro split` first") from None
     return [
-        Record(row["path"], int(row["label"]), {k: v for k, v in row.items() if k not in ("path", "label", "sha1")},
-               sha1=row.get("sha1", ""))
+        Record(
+            row["path"],
+            int(row["label"]),
+            {k: v for k, v in row.items() if k not in ("path", "label", "sha1")},
+            sha1=row.get("sha1", ""),
+        )
         for row in rows
     ]
 
@@ -355,19 +368,29 @@ def summarize(
         for label, name in enumerate(CLASSES):
             summary[f"{split}_{name}"] = sum(r.label == label for r in rs)
         summary[f"{split}_total"] = len(rs)
-    summary.update({
-        "duplicates_removed": reasons.pop("duplicate", 0),
-        "conflicting_groups": conflict_groups,
-        "conflicting_dropped": reasons.pop("duplicate with conflicting labels", 0),
-        "bad_names": reasons.pop("bad name", 0),
-        "unreadable": sum(reasons.values()),  # empty, undecodable, truncated, too large, missing
-    })
+    summary.update(
+        {
+            "duplicates_removed": reasons.pop("duplicate", 0),
+            "conflicting_groups": conflict_groups,
+            "conflicting_dropped": reasons.pop("duplicate with conflicting labels", 0),
+            "bad_names": reasons.pop("bad name", 0),
+            "unreadable": sum(reasons.values()),  # empty, undecodable, truncated, too large, missing
+        }
+    )
     return summary
 
 
 def build_splits(
-    fmt: str, path: str, out_dir: str, *, val_fraction: float, test_fraction: float, seed: int,
-    synthetic_count: int, synthetic_size: int, synthetic_female_fraction: float,
+    fmt: str,
+    path: str,
+    out_dir: str,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    synthetic_count: int,
+    synthetic_size: int,
+    synthetic_female_fraction: float,
 ) -> dict[str, int]:
     """Scan, check, deduplicate and split a dataset; write ``out_dir/{train,val,test,skipped}.csv``.
 
@@ -375,8 +398,9 @@ def build_splits(
     presplit, csv (``path`` is the manifest) or utkface. Returns the summary for metrics/data.json.
     """
     if fmt == "synthetic":
-        records, rejected = scan_synthetic(os.path.join(out_dir, "synthetic"), synthetic_count, seed,
-                                           synthetic_size, synthetic_female_fraction)
+        records, rejected = scan_synthetic(
+            os.path.join(out_dir, "synthetic"), synthetic_count, seed, synthetic_size, synthetic_female_fraction
+        )
     elif fmt in SCANNERS:
         records, rejected = SCANNERS[fmt](path)
     else:
@@ -399,6 +423,7 @@ def build_splits(
 
 
 # --- decoding ---------------------------------------------------------------------------------
+
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode as 8-bit RGB; transparency is composited onto white."""
@@ -464,8 +489,9 @@ def load_images(paths: list[str], image_size: int, cache_dir: str | None = None)
     return torch.from_numpy(array[[index[p] for p in paths]]).permute(0, 3, 1, 2).contiguous()
 
 
-def load_split(split: str, image_size: int, splits_dir: str = SPLITS_DIR,
-               cache_dir: str | None = CACHE_DIR) -> tuple[torch.Tensor, torch.Tensor, list[Record]]:
+def load_split(
+    split: str, image_size: int, splits_dir: str = SPLITS_DIR, cache_dir: str | None = CACHE_DIR
+) -> tuple[torch.Tensor, torch.Tensor, list[Record]]:
     """(uint8 images (N, 3, S, S), float labels (N,), records) of one split's manifest."""
     records = read_manifest(os.path.join(splits_dir, f"{split}.csv"))
     images = load_images([r.path for r in records], image_size, cache_dir)

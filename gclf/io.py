@@ -1,4 +1,5 @@
 """Atomic file writes and stable JSON: a killed stage never leaves a half-written file behind."""
+
 from __future__ import annotations
 
 import json

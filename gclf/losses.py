@@ -2,6 +2,7 @@
 
 All take logits and float targets of shape (N,) and return the mean over the batch.
 """
+
 from __future__ import annotations
 
 import torch

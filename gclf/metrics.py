@@ -3,6 +3,7 @@
 scikit-learn computes each metric where it has one; what it lacks (expected calibration error,
 bootstrap intervals) is written here. Class 1 (female) is the positive class.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -38,12 +39,12 @@ def binary_metrics(labels, probs, threshold: float = 0.5) -> dict[str, float]:
     probs = np.asarray(probs, float)
     preds = (probs >= threshold).astype(int)
     tn, fp, fn, tp = skm.confusion_matrix(labels, preds, labels=[0, 1]).ravel()
-    precision, recall, _, _ = skm.precision_recall_fscore_support(
-        labels, preds, labels=[0, 1], zero_division=0
-    )
+    precision, recall, _, _ = skm.precision_recall_fscore_support(labels, preds, labels=[0, 1], zero_division=0)
     return {
         "accuracy": float(skm.accuracy_score(labels, preds)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(labels, preds)) if len(set(labels)) == 2 else float("nan"),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(labels, preds))
+        if len(set(labels)) == 2
+        else float("nan"),
         "precision": float(precision[1]),
         "recall": float(recall[1]),
         "f1": float(skm.f1_score(labels, preds, zero_division=0)),
@@ -54,12 +55,20 @@ def binary_metrics(labels, probs, threshold: float = 0.5) -> dict[str, float]:
         "male_recall": float(recall[0]),
         "female_precision": float(precision[1]),
         "female_recall": float(recall[1]),
-        "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp),
+        "tn": int(tn),
+        "fp": int(fp),
+        "fn": int(fn),
+        "tp": int(tp),
     }
 
 
 def bootstrap_ci(
-    labels, probs, threshold: float, names=("accuracy", "f1", "roc_auc"), resamples: int = 1000, seed: int = 0,
+    labels,
+    probs,
+    threshold: float,
+    names=("accuracy", "f1", "roc_auc"),
+    resamples: int = 1000,
+    seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap confidence intervals for the named metrics of :func:`binary_metrics`."""

@@ -4,6 +4,7 @@ The model takes float images in [0, 1] (N, 3, H, W) and returns one logit per im
 Normalisation lives inside the model so every exported artifact (checkpoint, ONNX, INT8)
 needs nothing but pixels; the sigmoid lives in the loss and in inference.
 """
+
 from __future__ import annotations
 
 import re

@@ -3,6 +3,7 @@
 Every key has a type and an allowed range or set of values. An unknown key, a wrong type or a
 value out of range raises :class:`ParamsError` with one line naming the key and what is allowed.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """Plot data for ``dvc plots`` (CSV/TSV tables with named columns) and PNG figures for people."""
+
 from __future__ import annotations
 
 import csv
@@ -31,7 +32,9 @@ def write_table(path: str | Path, rows: Sequence[dict], digits: int = 4) -> None
 
 def roc_rows(labels, probs) -> list[dict]:
     fpr, tpr, thresholds = skm.roc_curve(labels, probs)
-    return [{"fpr": float(f), "tpr": float(t), "threshold": float(min(th, 1.0))} for f, t, th in zip(fpr, tpr, thresholds)]
+    return [
+        {"fpr": float(f), "tpr": float(t), "threshold": float(min(th, 1.0))} for f, t, th in zip(fpr, tpr, thresholds)
+    ]
 
 
 def pr_rows(labels, probs) -> list[dict]:
@@ -44,13 +47,20 @@ def reliability_rows(labels, probs, bins: int = 10) -> list[dict]:
     labels, probs = np.asarray(labels, float), np.asarray(probs, float)
     idx = np.minimum((probs * bins).astype(int), bins - 1)
     return [
-        {"confidence": float(probs[idx == b].mean()), "observed": float(labels[idx == b].mean()), "count": int((idx == b).sum())}
-        for b in range(bins) if (idx == b).any()
+        {
+            "confidence": float(probs[idx == b].mean()),
+            "observed": float(labels[idx == b].mean()),
+            "count": int((idx == b).sum()),
+        }
+        for b in range(bins)
+        if (idx == b).any()
     ]
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> None:
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None}))
+    atomic_write(
+        path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    )
     plt.close(fig)
 
 
@@ -77,7 +87,11 @@ def evaluation_png(path: str | Path, labels, probs, threshold: float, title: str
     roc = roc_rows(labels, probs)
     axes[0].plot([r["fpr"] for r in roc], [r["tpr"] for r in roc])
     axes[0].plot([0, 1], [0, 1], ls="--", c="grey")
-    axes[0].set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC (AUC {skm.roc_auc_score(labels, probs):.3f})")
+    axes[0].set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=f"ROC (AUC {skm.roc_auc_score(labels, probs):.3f})",
+    )
     pr = pr_rows(labels, probs)
     axes[1].plot([r["recall"] for r in pr], [r["precision"] for r in pr])
     axes[1].set(xlabel="recall (female)", ylabel="precision (female)", title="precision-recall")
@@ -85,8 +99,15 @@ def evaluation_png(path: str | Path, labels, probs, threshold: float, title: str
     axes[2].imshow(cm, cmap="Blues")
     for (i, j), n in np.ndenumerate(cm):
         axes[2].text(j, i, str(n), ha="center", va="center", color="black" if n < cm.max() / 2 else "white")
-    axes[2].set(xticks=[0, 1], yticks=[0, 1], xticklabels=["male", "female"], yticklabels=["male", "female"],
-                xlabel="predicted", ylabel="actual", title=f"confusion at threshold {threshold:.2f}")
+    axes[2].set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=["male", "female"],
+        yticklabels=["male", "female"],
+        xlabel="predicted",
+        ylabel="actual",
+        title=f"confusion at threshold {threshold:.2f}",
+    )
     rel = reliability_rows(labels, probs)
     axes[3].plot([0, 1], [0, 1], ls="--", c="grey")
     axes[3].plot([r["confidence"] for r in rel], [r["observed"] for r in rel], marker="o")

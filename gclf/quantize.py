@@ -6,6 +6,7 @@ than ONNX Runtime FP32 and torchao PT2E needs a static batch and torch.compile a
 
 A runner maps float32 pixels in [0, 1] (N, 3, S, S) to float32 logits (N,), whatever the artifact.
 """
+
 from __future__ import annotations
 
 import os
@@ -235,7 +236,7 @@ RUNNER_FACTORIES: dict[str, Callable[[Path, int], Runner]] = {
 
 
 def load_runner(path: str | Path, threads: int) -> Runner:
-    """A runner for any artifact: ``.pt`` (torch, FP32 or dynamic INT8), ``.onnx`` (ONNX Runtime), ``.xml`` (OpenVINO)."""
+    """A runner for any artifact: ``.pt`` (FP32 or dynamic INT8), ``.onnx`` (ONNX Runtime), ``.xml`` (OpenVINO)."""
     path = Path(path)
     if path.suffix not in RUNNER_FACTORIES:
         raise ModelError(f"{path}: unknown artifact type {path.suffix!r} (expected {', '.join(RUNNER_FACTORIES)})")

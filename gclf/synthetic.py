@@ -6,6 +6,7 @@ width, brow thickness, lip colour, eye size, stubble) drawn from overlapping dis
 share all nuisance variation (background, skin tone, hair colour, glasses, pose, lighting, noise),
 so a classifier cannot reach 100 % and threshold, loss and TTA choices make visible differences.
 """
+
 from __future__ import annotations
 
 import os
@@ -158,14 +159,20 @@ def _draw_features(draw: ImageDraw.ImageDraw, f: _Frame, face: Face) -> None:
         ex = side * 0.095
         draw.ellipse(f.box(ex - ew, eye_y - eh, ex + ew, eye_y + eh), fill=(245, 245, 240))
         draw.ellipse(f.box(ex - iris, eye_y - iris, ex + iris, eye_y + iris), fill=(60, 45, 35))
-        draw.line(f.points((ex - 0.055 * side, brow_y + 0.01), (ex + 0.05 * side, brow_y - 0.004)),
-                  fill=_mix(face.hair, (0, 0, 0), 0.3), width=f.width(0.02 * face.brow))
+        draw.line(
+            f.points((ex - 0.055 * side, brow_y + 0.01), (ex + 0.05 * side, brow_y - 0.004)),
+            fill=_mix(face.hair, (0, 0, 0), 0.3),
+            width=f.width(0.02 * face.brow),
+        )
         if face.glasses:
             draw.ellipse(f.box(ex - 0.06, eye_y - 0.06, ex + 0.06, eye_y + 0.06), outline=GLASSES, width=f.width(0.008))
     if face.glasses:
         draw.line(f.points((-0.035, eye_y), (0.035, eye_y)), fill=GLASSES, width=f.width(0.008))
-    draw.line(f.points((0, eye_y + 0.02), (0.015, 0.09), (-0.01, 0.1)),
-              fill=_mix(face.skin, (0, 0, 0), 0.25), width=f.width(0.012))
+    draw.line(
+        f.points((0, eye_y + 0.02), (0.015, 0.09), (-0.01, 0.1)),
+        fill=_mix(face.skin, (0, 0, 0), 0.25),
+        width=f.width(0.012),
+    )
     mh = 0.018 * face.lip_height
     draw.ellipse(f.box(-0.07, 0.175 - mh, 0.07, 0.175 + mh), fill=face.lips)
 

@@ -1,4 +1,5 @@
 """Choosing the decision threshold on a validation split, never on the reported test split."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,10 +21,16 @@ def sweep(labels, probs, thresholds) -> list[dict[str, float]]:
         tpr = tp / positives if positives else 0.0
         tnr = (negatives - fp) / negatives if negatives else 0.0
         f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-        rows.append({
-            "threshold": float(t), "f1": f1, "balanced_accuracy": (tpr + tnr) / 2,
-            "youden": tpr + tnr - 1, "tpr": tpr, "tnr": tnr,
-        })
+        rows.append(
+            {
+                "threshold": float(t),
+                "f1": f1,
+                "balanced_accuracy": (tpr + tnr) / 2,
+                "youden": tpr + tnr - 1,
+                "tpr": tpr,
+                "tnr": tnr,
+            }
+        )
     return rows
 
 

@@ -5,6 +5,7 @@ validate on the EMA or live weights, keep the best, checkpoint, maybe stop early
 process on CPU or GPU, or under ``torchrun`` (DDP: each rank trains on its shard of the data;
 rank 0 writes files).
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Weig
 from tqdm import tqdm
 
 from gclf.data import ImageDataset
+from gclf.errors import UserError
 from gclf.io import atomic_write
 from gclf.metrics import binary_metrics
 from gclf.tta import predict_probs
@@ -110,9 +111,14 @@ def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float, layer_d
             continue
         depth = stage_of.get(name, top)
         decay = p.ndim > 1
-        g = groups.setdefault((depth, decay), {
-            "params": [], "lr": lr * layer_decay ** (top - depth), "weight_decay": weight_decay if decay else 0.0,
-        })
+        g = groups.setdefault(
+            (depth, decay),
+            {
+                "params": [],
+                "lr": lr * layer_decay ** (top - depth),
+                "weight_decay": weight_decay if decay else 0.0,
+            },
+        )
         g["params"].append(p)
     return [groups[k] for k in sorted(groups)]
 
@@ -144,6 +150,8 @@ def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
 
 def _loader(dataset: ImageDataset, labels: torch.Tensor, cfg: FitConfig, epoch: int, rank: int, world: int):
     generator = _seed_epoch(cfg.seed, epoch)
+    if world > 1 and cfg.weighted_sampler:
+        raise UserError("data.weighted_sampler is not supported with several processes (torchrun); turn it off")
     if world > 1:
         sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed)
         sampler.set_epoch(epoch)
@@ -152,7 +160,9 @@ def _loader(dataset: ImageDataset, labels: torch.Tensor, cfg: FitConfig, epoch: 
         sampler = WeightedRandomSampler((1 / counts)[labels.long()], len(labels), generator=generator)
     else:
         sampler = RandomSampler(dataset, generator=generator)
-    return DataLoader(dataset, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, drop_last=len(dataset) > cfg.batch_size)
+    return DataLoader(
+        dataset, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, drop_last=len(dataset) > cfg.batch_size
+    )
 
 
 def _val_row(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device) -> dict[str, float]:
@@ -190,13 +200,25 @@ def fit(
     amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) if cfg.ema_decay else None
+    ema = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        if cfg.ema_decay
+        else None
+    )
     per_batch = not isinstance(scheduler, ReduceLROnPlateau)
     sign = -1.0 if cfg.monitor == "val_loss" else 1.0  # higher score is better
 
     dataset = ImageDataset(train[0], train[1], transform)
-    state = {"epoch": 0, "history": [], "best_score": -math.inf, "best_epoch": -1, "best_state": None,
-             "stale_epochs": 0, "train_s": 0.0, "train_images": 0}
+    state = {
+        "epoch": 0,
+        "history": [],
+        "best_score": -math.inf,
+        "best_epoch": -1,
+        "best_state": None,
+        "stale_epochs": 0,
+        "train_s": 0.0,
+        "train_images": 0,
+    }
     if state_path and Path(state_path).exists():
         saved = torch.load(state_path, map_location="cpu", weights_only=True)
         if saved.get("key") == state_key:
@@ -242,9 +264,12 @@ def fit(
         seen = torch.cat(labels_seen).numpy()
         train_m = binary_metrics(seen, torch.sigmoid(torch.cat(logits_seen)).numpy())
         row = {
-            "epoch": epoch + 1, "lr": optimizer.param_groups[-1]["lr"],
-            "train_loss": sum(losses) / len(seen), "train_accuracy": train_m["accuracy"],
-            "train_f1": train_m["f1"], "train_auc": train_m["roc_auc"],
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[-1]["lr"],
+            "train_loss": sum(losses) / len(seen),
+            "train_accuracy": train_m["accuracy"],
+            "train_f1": train_m["f1"],
+            "train_auc": train_m["roc_auc"],
             **_val_row(eval_model, val[0], val[1], device),
         }
         state["history"].append(row)
@@ -252,17 +277,28 @@ def fit(
         if not per_batch:
             scheduler.step(row[cfg.monitor])
         if score > state["best_score"]:
-            state.update(best_score=score, best_epoch=epoch + 1, stale_epochs=0,
-                         best_state={k: v.detach().cpu().clone() for k, v in eval_model.state_dict().items()})
+            state.update(
+                best_score=score,
+                best_epoch=epoch + 1,
+                stale_epochs=0,
+                best_state={k: v.detach().cpu().clone() for k, v in eval_model.state_dict().items()},
+            )
         else:
             state["stale_epochs"] += 1
         state["epoch"] = epoch + 1
-        print(f"{desc} epoch {epoch + 1}/{cfg.epochs}: " + " ".join(
-            f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "lr")))
+        print(
+            f"{desc} epoch {epoch + 1}/{cfg.epochs}: "
+            + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "lr"))
+        )
         if state_path and rank == 0:
-            saved = {"key": state_key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else {},
-                     "state": state}
+            saved = {
+                "key": state_key,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "ema": ema.state_dict() if ema is not None else {},
+                "state": state,
+            }
             atomic_write(state_path, lambda tmp: torch.save(saved, tmp))
         if cfg.early_stop_patience and state["stale_epochs"] >= cfg.early_stop_patience:
             print(f"{desc}: no {cfg.monitor} improvement in {cfg.early_stop_patience} epochs, stopping early")
@@ -274,7 +310,9 @@ def fit(
     if state_path and rank == 0 and Path(state_path).exists():
         os.unlink(state_path)
     return FitResult(
-        model=best.eval(), history=state["history"], best_epoch=state["best_epoch"],
+        model=best.eval(),
+        history=state["history"],
+        best_epoch=state["best_epoch"],
         train_images_per_s=state["train_images"] / state["train_s"] if state["train_s"] else 0.0,
         train_wall_s=state["train_s"],
     )
@@ -299,13 +337,23 @@ def save_phase(name: str, result: FitResult, meta: dict, monitor: str) -> None:
 
     save_model(f"models/{name}.pt", result.model, meta)
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), {})
-    write_json(f"metrics/{name}.json", {
-        "best_epoch": result.best_epoch, "epochs_run": len(result.history), "monitor": monitor,
-        **{k: v for k, v in best.items() if k.startswith("val_")},
-    })
-    write_json(f"metrics/speed/{name}.json", {
-        "train_images_per_s": result.train_images_per_s, "train_wall_s": result.train_wall_s,
-    }, digits=1)
+    write_json(
+        f"metrics/{name}.json",
+        {
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "monitor": monitor,
+            **{k: v for k, v in best.items() if k.startswith("val_")},
+        },
+    )
+    write_json(
+        f"metrics/speed/{name}.json",
+        {
+            "train_images_per_s": result.train_images_per_s,
+            "train_wall_s": result.train_wall_s,
+        },
+        digits=1,
+    )
     if result.history:
         write_table(f"plots/{name}.tsv", result.history)
         training_curves_png(f"plots/{name}.png", result.history, name)

@@ -3,6 +3,7 @@
 Every view keeps the image's label (a flip or a crop of a face is the same person), so the
 average is over probabilities of the same class; ``("identity",)`` is plain inference.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -15,7 +16,7 @@ VIEWS = ("identity", "hflip", "center_crop", "corner_crops", "scale_up")
 
 
 def _crop_resize(x: torch.Tensor, top: int, left: int, size: int) -> torch.Tensor:
-    crop = x[..., top:top + size, left:left + size]
+    crop = x[..., top : top + size, left : left + size]
     return F.interpolate(crop, size=x.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
 
 
@@ -32,7 +33,7 @@ def view_batches(x: torch.Tensor, views: Sequence[str]) -> list[torch.Tensor]:
         elif view == "center_crop":
             out.append(_crop_resize(x, (s - crop) // 2, (s - crop) // 2, crop))
         elif view == "corner_crops":
-            out += [_crop_resize(x, t, l, crop) for t in (0, s - crop) for l in (0, s - crop)]
+            out += [_crop_resize(x, top, left, crop) for top in (0, s - crop) for left in (0, s - crop)]
         elif view == "scale_up":
             out.append(_crop_resize(x, (s - round(s * 0.8)) // 2, (s - round(s * 0.8)) // 2, round(s * 0.8)))
         else:
@@ -53,7 +54,7 @@ def predict_probs(
         model.eval()
     probs = []
     for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device).float().div_(255)
+        x = images[start : start + batch_size].to(device).float().div_(255)
         batches = view_batches(x, views)
         probs.append(torch.stack([torch.sigmoid(model(v).float()) for v in batches]).mean(0).cpu())
     return torch.cat(probs).numpy() if probs else np.zeros(0, dtype=np.float32)

@@ -1,6 +1,7 @@
 """Stage benchmark: CPU size, batch-1 latency and batch throughput of every artifact, measured in
 one interleaved run against FP32 eager PyTorch, after checking that all of them agree."""
-from gclf.bench import check_agreement, machine_facts, benchmark
+
+from gclf.bench import benchmark, check_agreement, machine_facts
 from gclf.cli import run_stage
 from gclf.data import load_split
 from gclf.io import write_json
@@ -8,7 +9,7 @@ from gclf.plots import benchmark_png
 from gclf.quantize import ARTIFACTS, artifact_size_mb, load_runner, openvino_runner
 
 FP32_ATOL = 1e-3  # FP32 runtimes: float reordering only
-INT8_ATOL = 1.0  # INT8: logits move, predictions must not flip on confident images
+INT8_ATOL = 2.0  # INT8: logits move by a fraction of their spread; a broken graph moves them far more
 
 
 def main(p):
@@ -19,7 +20,14 @@ def main(p):
     fp32 = [n for n in runners if n.startswith("fp32")]
     agreement = check_agreement({n: runners[n] for n in fp32}, pixels, atol=FP32_ATOL)
     agreement |= check_agreement({n: runners[n] for n in runners if n not in fp32[1:]}, pixels, atol=INT8_ATOL)
-    report = benchmark(runners, p.data.image_size, warmup=b.warmup, repeats=b.repeats, batch_size=b.batch_size, seed=p.seed)
+    report = benchmark(
+        runners,
+        p.data.image_size,
+        warmup=b.warmup,
+        repeats=b.repeats,
+        batch_size=b.batch_size,
+        seed=p.seed,
+    )
     sizes = {f"{n}_size_mb": artifact_size_mb(path) for n, path in ARTIFACTS.items()}
     sizes |= {f"{n}_size_ratio": sizes[f"{n}_size_mb"] / sizes["fp32_eager_size_mb"] for n in ARTIFACTS}
     write_json("metrics/benchmark.json", {**report, **sizes, **agreement}, digits=3)

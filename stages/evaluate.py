@@ -1,5 +1,6 @@
 """Stage evaluate: score the phase-2 model on the test split at the thresholds chosen on
 validation, with and without TTA, with bootstrap confidence intervals."""
+
 from gclf.cli import run_stage
 from gclf.data import load_split
 from gclf.io import read_json, write_json
@@ -21,16 +22,19 @@ def main(p):
         probs = predict_probs(model.to(device), images, views=views, device=device)
         threshold = thresholds[f"{prefix}threshold"]
         report.update({f"{prefix}test_{k}": v for k, v in binary_metrics(labels, probs, threshold).items()})
-        for name, (lo, hi) in bootstrap_ci(labels, probs, threshold, resamples=p.evaluate.bootstrap, seed=p.seed).items():
+        for name, (lo, hi) in bootstrap_ci(
+            labels, probs, threshold, resamples=p.evaluate.bootstrap, seed=p.seed
+        ).items():
             report.update({f"{prefix}test_{name}_ci_low": lo, f"{prefix}test_{name}_ci_high": hi})
         if not prefix:
             write_table("plots/roc.csv", roc_rows(labels, probs))
             write_table("plots/pr.csv", pr_rows(labels, probs))
             write_table("plots/reliability.csv", reliability_rows(labels, probs))
             names = ("male", "female")
-            write_table("plots/confusion.csv", [
-                {"actual": names[int(y)], "predicted": names[int(q >= threshold)]} for y, q in zip(labels, probs)
-            ])
+            write_table(
+                "plots/confusion.csv",
+                [{"actual": names[int(y)], "predicted": names[int(q >= threshold)]} for y, q in zip(labels, probs)],
+            )
             evaluation_png("plots/evaluation.png", labels, probs, threshold, "test split, no TTA")
     write_json("metrics/eval.json", report)
 

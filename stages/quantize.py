@@ -1,6 +1,7 @@
 """Stage quantize: an FP32 ONNX export (checked against PyTorch), the reference project's dynamic
 INT8 of the Linear layers (a comparison row), and static INT8 of the whole network (OpenVINO +
 NNCF, calibrated on a seeded sample of train images); each scored on the test split."""
+
 import numpy as np
 import torch
 
@@ -11,11 +12,20 @@ from gclf.io import read_json, write_json
 from gclf.metrics import binary_metrics
 from gclf.model import load_model
 from gclf.quantize import (
-    ARTIFACTS, export_onnx, load_runner, quantize_dynamic_linear, quantize_static, save_dynamic_int8,
+    ARTIFACTS,
+    export_onnx,
+    load_runner,
+    quantize_dynamic_linear,
+    quantize_static,
+    save_dynamic_int8,
 )
 from gclf.tta import predict_probs
 
 ONNX_ATOL = 1e-3  # max |logit| difference between the ONNX export and PyTorch
+# One image per call: dynamic INT8 scales activations by the range of the whole batch, so its
+# prediction for an image moves with the other images in the batch (measured: 17 % of test
+# predictions flip between batch 1 and batch 300). Deployment sees single images.
+EVAL_BATCH = 1
 
 
 def main(p):
@@ -31,10 +41,11 @@ def main(p):
     images, labels, _ = load_split("test", size)
     threshold = read_json("metrics/threshold.json")["threshold"]
     runners = {name: load_runner(path, p.threads) for name, path in ARTIFACTS.items()}
-    check_agreement({k: runners[k] for k in (REFERENCE, "fp32_onnxruntime")}, images[:32].float().div(255).numpy(), atol=ONNX_ATOL)
+    fp32_pair = {k: runners[k] for k in (REFERENCE, "fp32_onnxruntime")}
+    check_agreement(fp32_pair, images[:32].float().div(255).numpy(), atol=ONNX_ATOL)
     report, reference_preds = {}, None
     for name, runner in runners.items():
-        probs = predict_probs(lambda x: torch.from_numpy(runner(x.numpy())), images)
+        probs = predict_probs(lambda x: torch.from_numpy(runner(x.numpy())), images, batch_size=EVAL_BATCH)
         preds = probs >= threshold
         reference_preds = preds if reference_preds is None else reference_preds
         m = binary_metrics(labels.numpy(), probs, threshold)

@@ -1,5 +1,6 @@
 """Stage split: read the dataset named by data.format / data.path, skip unreadable files and
 duplicates, and write stratified train/val/test manifests to data/splits/."""
+
 from gclf.cli import run_stage
 from gclf.data import SPLITS_DIR, build_splits
 from gclf.io import write_json
@@ -8,8 +9,14 @@ from gclf.io import write_json
 def main(p):
     d = p.data
     summary = build_splits(
-        d.format, d.path, SPLITS_DIR, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=p.seed,
-        synthetic_count=d.synthetic_count, synthetic_size=d.image_size,
+        d.format,
+        d.path,
+        SPLITS_DIR,
+        val_fraction=d.val_fraction,
+        test_fraction=d.test_fraction,
+        seed=p.seed,
+        synthetic_count=d.synthetic_count,
+        synthetic_size=d.image_size,
         synthetic_female_fraction=d.synthetic_female_fraction,
     )
     write_json("metrics/data.json", summary)

@@ -1,5 +1,6 @@
 """Stage threshold_sweep: choose the decision threshold on the validation split only (the test
 split stays untouched for evaluate), for plain inference and for TTA."""
+
 import numpy as np
 
 from gclf.cli import run_stage
@@ -21,7 +22,9 @@ def main(p):
     for prefix, views in (("", ("identity",)), ("tta_", p.tta.views)):
         rows = sweep(labels.numpy(), predict_probs(model.to(device), images, views=views, device=device), grid)
         best = choose(rows, p.threshold.metric)
-        summary.update({f"{prefix}threshold": best["threshold"], f"{prefix}val_{p.threshold.metric}": best[p.threshold.metric]})
+        summary.update(
+            {f"{prefix}threshold": best["threshold"], f"{prefix}val_{p.threshold.metric}": best[p.threshold.metric]}
+        )
         if not prefix:
             write_table("plots/threshold.csv", rows)
             threshold_png("plots/threshold.png", rows, best["threshold"], p.threshold.metric)

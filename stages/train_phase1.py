@@ -1,4 +1,5 @@
 """Stage train_phase1: train the head on a frozen backbone (Adam + ReduceLROnPlateau)."""
+
 import dataclasses
 
 from gclf.augment import train_transform
@@ -17,17 +18,35 @@ def main(p):
         missing, unexpected = load_backbone_weights(model.backbone, p.model.weights)
         print(f"loaded {p.model.weights}: {len(missing)} missing keys, {len(unexpected)} unexpected keys")
     optimizer, scheduler = adam_plateau(
-        freeze_backbone(model), p.phase1.lr, p.phase1.weight_decay,
-        p.phase1.plateau_factor, p.phase1.plateau_patience, p.phase1.monitor,
+        freeze_backbone(model),
+        p.phase1.lr,
+        p.phase1.weight_decay,
+        p.phase1.plateau_factor,
+        p.phase1.plateau_patience,
+        p.phase1.monitor,
     )
     cfg = FitConfig(
-        epochs=p.phase1.epochs, batch_size=p.phase1.batch_size, monitor=p.phase1.monitor, seed=p.seed,
-        freeze_backbone=True, weighted_sampler=p.data.weighted_sampler, num_workers=p.data.num_workers,
+        epochs=p.phase1.epochs,
+        batch_size=p.phase1.batch_size,
+        monitor=p.phase1.monitor,
+        seed=p.seed,
+        freeze_backbone=True,
+        weighted_sampler=p.data.weighted_sampler,
+        num_workers=p.data.num_workers,
     )
     result = fit(
-        model, train[:2], val[:2], make_loss(p.loss, train[1], p.focal.gamma, p.focal.alpha), optimizer, scheduler,
-        cfg, train_transform(p.augment, p.data.image_size), device,
-        state_path=".cache/train_phase1.state.pt", state_key=resume_key(dataclasses.asdict(p), ["data/splits/train.csv", "data/splits/val.csv"]), desc="phase1",
+        model,
+        train[:2],
+        val[:2],
+        make_loss(p.loss, train[1], p.focal.gamma, p.focal.alpha),
+        optimizer,
+        scheduler,
+        cfg,
+        train_transform(p.augment, p.data.image_size),
+        device,
+        state_path=".cache/train_phase1.state.pt",
+        state_key=resume_key(dataclasses.asdict(p), ["data/splits/train.csv", "data/splits/val.csv"]),
+        desc="phase1",
     )
     meta = artifact_meta(p.model.arch, p.model.head, p.model.dropout, p.data.image_size)
     save_phase("train_phase1", result, meta, cfg.monitor)

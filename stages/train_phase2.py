@@ -1,5 +1,6 @@
 """Stage train_phase2: fine-tune the whole network from phase 1 (AdamW, layer-wise LR decay,
 one-cycle or cosine schedule, gradient clipping, EMA, early stopping)."""
+
 import dataclasses
 
 from gclf.augment import train_transform
@@ -17,18 +18,40 @@ def main(p):
     world = init_distributed()[1]
     steps_per_epoch = max(len(train[1]) // (p.phase2.batch_size * world), 1)
     optimizer, scheduler = adamw_schedule(
-        model, p.phase2.lr, p.phase2.weight_decay, p.phase2.layer_decay, p.phase2.schedule,
-        p.phase2.warmup_fraction, p.phase2.epochs * steps_per_epoch,
+        model,
+        p.phase2.lr,
+        p.phase2.weight_decay,
+        p.phase2.layer_decay,
+        p.phase2.schedule,
+        p.phase2.warmup_fraction,
+        p.phase2.epochs * steps_per_epoch,
     )
     cfg = FitConfig(
-        epochs=p.phase2.epochs, batch_size=p.phase2.batch_size, monitor=p.phase2.monitor, seed=p.seed,
-        grad_clip=p.phase2.grad_clip, ema_decay=p.phase2.ema_decay, early_stop_patience=p.phase2.early_stop_patience,
-        weighted_sampler=p.data.weighted_sampler, num_workers=p.data.num_workers,
+        epochs=p.phase2.epochs,
+        batch_size=p.phase2.batch_size,
+        monitor=p.phase2.monitor,
+        seed=p.seed,
+        grad_clip=p.phase2.grad_clip,
+        ema_decay=p.phase2.ema_decay,
+        early_stop_patience=p.phase2.early_stop_patience,
+        weighted_sampler=p.data.weighted_sampler,
+        num_workers=p.data.num_workers,
     )
     result = fit(
-        model, train[:2], val[:2], make_loss(p.loss, train[1], p.focal.gamma, p.focal.alpha), optimizer, scheduler,
-        cfg, train_transform(p.augment, p.data.image_size), device,
-        state_path=".cache/train_phase2.state.pt", state_key=resume_key(dataclasses.asdict(p), ["data/splits/train.csv", "data/splits/val.csv", "models/train_phase1.pt"]), desc="phase2",
+        model,
+        train[:2],
+        val[:2],
+        make_loss(p.loss, train[1], p.focal.gamma, p.focal.alpha),
+        optimizer,
+        scheduler,
+        cfg,
+        train_transform(p.augment, p.data.image_size),
+        device,
+        state_path=".cache/train_phase2.state.pt",
+        state_key=resume_key(
+            dataclasses.asdict(p), ["data/splits/train.csv", "data/splits/val.csv", "models/train_phase1.pt"]
+        ),
+        desc="phase2",
     )
     save_phase("train_phase2", result, meta, cfg.monitor)
 

@@ -1,4 +1,5 @@
 """Benchmark bookkeeping with fake runners and a fake clock: no timing, so nothing flaky."""
+
 from __future__ import annotations
 
 import numpy as np

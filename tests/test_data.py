@@ -11,12 +11,20 @@ from PIL import Image
 
 from gclf import data
 from gclf.data import (
-    DataError, ImageDataset, Record, build_splits, class_label, load_images, read_manifest, stratified_split,
+    DataError,
+    ImageDataset,
+    Record,
+    build_splits,
+    class_label,
+    load_images,
+    read_manifest,
+    stratified_split,
 )
 
 UTKFACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "utkface"
-SPLIT_ARGS = dict(val_fraction=0.2, test_fraction=0.2, seed=0, synthetic_count=40, synthetic_size=32,
-                  synthetic_female_fraction=0.3)
+SPLIT_ARGS = dict(
+    val_fraction=0.2, test_fraction=0.2, seed=0, synthetic_count=40, synthetic_size=32, synthetic_female_fraction=0.3
+)
 
 
 def write_image(path, seed, size=8, fmt=None):
@@ -152,16 +160,24 @@ def test_csv_manifest_with_an_unknown_label_names_the_line(tmp_path):
 
 
 def test_utkface_names_give_labels_and_metadata(tmp_path):
-    names = ["25_0_0_20170116174525125.jpg.chip.jpg", "8_1_1_20170109142408075.jpg.chip.jpg",
-             "61_1_2_20170109150557335.jpg.chip.jpg", "39_1_20170116174525125.jpg.chip.jpg",
-             "45_0_3_20170119171234567.jpg.chip.jpg", "33_1_4_20170117012345678.jpg.chip.jpg"]
+    names = [
+        "25_0_0_20170116174525125.jpg.chip.jpg",
+        "8_1_1_20170109142408075.jpg.chip.jpg",
+        "61_1_2_20170109150557335.jpg.chip.jpg",
+        "39_1_20170116174525125.jpg.chip.jpg",
+        "45_0_3_20170119171234567.jpg.chip.jpg",
+        "33_1_4_20170117012345678.jpg.chip.jpg",
+    ]
     for i, name in enumerate(names):
         write_image(tmp_path / "utk" / name, i, fmt="JPEG")
     summary = build_splits("utkface", str(tmp_path / "utk"), str(tmp_path / "out"), **SPLIT_ARGS)
     assert (summary["scanned"], summary["bad_names"], summary["kept"]) == (6, 1, 5)
     assert skipped(tmp_path / "out") == {"39_1_20170116174525125.jpg.chip.jpg": "bad name"}
-    records = {os.path.basename(r.path)[:7]: r for s in ("train", "val", "test")
-               for r in read_manifest(str(tmp_path / "out" / f"{s}.csv"))}
+    records = {
+        os.path.basename(r.path)[:7]: r
+        for s in ("train", "val", "test")
+        for r in read_manifest(str(tmp_path / "out" / f"{s}.csv"))
+    }
     assert records["8_1_1_2"].label == 1 and records["25_0_0_"].label == 0
     assert records["8_1_1_2"].meta == {"age": "8", "age_band": "0-9", "race": "black"}
     assert records["61_1_2_"].meta["age_band"] == "60+" and records["61_1_2_"].meta["race"] == "asian"
@@ -180,7 +196,10 @@ def test_bad_files_are_skipped_and_counted(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 40 x 40 is over twice this: an error
     summary = build_splits("imagefolder", str(tmp_path / "ds"), str(tmp_path / "out"), **SPLIT_ARGS)
     assert skipped(tmp_path / "out") == {
-        "empty.jpg": "empty file", "text.jpg": "not an image", "cut.jpg": "truncated", "big.png": "too large",
+        "empty.jpg": "empty file",
+        "text.jpg": "not an image",
+        "cut.jpg": "truncated",
+        "big.png": "too large",
     }
     assert (summary["scanned"], summary["unreadable"], summary["kept"]) == (14, 4, 10)
 
@@ -193,7 +212,8 @@ def test_duplicates_keep_one_copy_and_conflicts_drop_all(tmp_path):
     summary = build_splits("imagefolder", str(ds), str(tmp_path / "out"), **SPLIT_ARGS)
     assert skipped(tmp_path / "out") == {
         "f0_copy.png": "duplicate",
-        "f1.png": "duplicate with conflicting labels", "f1_as_male.png": "duplicate with conflicting labels",
+        "f1.png": "duplicate with conflicting labels",
+        "f1_as_male.png": "duplicate with conflicting labels",
     }
     assert (summary["duplicates_removed"], summary["conflicting_groups"], summary["conflicting_dropped"]) == (1, 1, 2)
     assert summary["kept"] == 9
@@ -260,7 +280,9 @@ def write_modes(folder):
     gray = np.vstack([np.full((4, 8), 40, np.uint8), np.full((4, 8), 200, np.uint8)])
     rgb = Image.fromarray(np.stack([gray] * 3, axis=-1))
     images = {
-        "L": rgb.convert("L"), "LA": rgb.convert("LA"), "RGBA": rgb.convert("RGBA"),
+        "L": rgb.convert("L"),
+        "LA": rgb.convert("LA"),
+        "RGBA": rgb.convert("RGBA"),
         "P": rgb.convert("P", palette=Image.ADAPTIVE),
         "I;16": Image.fromarray(gray.astype(np.uint16) * 257),
     }

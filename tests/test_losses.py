@@ -45,4 +45,6 @@ def test_weighted_bce_uses_train_counts():
 
 
 def test_plain_bce():
-    assert torch.allclose(make_loss("bce", TARGETS)(LOGITS, TARGETS), F.binary_cross_entropy_with_logits(LOGITS, TARGETS))
+    assert torch.allclose(
+        make_loss("bce", TARGETS)(LOGITS, TARGETS), F.binary_cross_entropy_with_logits(LOGITS, TARGETS)
+    )

@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from gclf.model import (
-    ModelError, artifact_meta, build_model, load_backbone_weights, load_model, save_model,
+    ModelError,
+    artifact_meta,
+    build_model,
+    load_backbone_weights,
+    load_model,
+    save_model,
 )
 
 ARCH = "test_efficientnet"  # timm's tiny EfficientNet: same code paths, fast

@@ -32,19 +32,25 @@ def test_every_schema_key_is_in_params_yaml():
             node = node[part]
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"loss": "fokal"}, "loss: expected one of bce, weighted_bce, focal, got 'fokal'"),
-    ({"phase2": {"lr": "fast"}}, "phase2.lr: expected a number in (0, 10], got 'fast'"),
-    ({"phase2": {"lr": 0}}, "phase2.lr: expected a number in (0, 10]"),
-    ({"phase1": {"epochs": 2.5}}, "phase1.epochs: expected an integer"),
-    ({"data": {"image_size": True}}, "data.image_size: expected an integer"),
-    ({"model": {"pretrained": "yes"}}, "model.pretrained: expected true or false"),
-    ({"phase2": {"nope": 1}}, "phase2.nope: unknown key"),
-    ({"dat": {}}, "dat: unknown key"),
-    ({"tta": {"views": ["identity", "mirror"]}}, "tta.views: expected a list drawn from"),
-    ({"data": {"val_fraction": 0.5, "test_fraction": 0.45}}, "data.val_fraction + data.test_fraction: must leave at least 10 %"),
-    ({"threshold": {"min": 0.9, "max": 0.1}}, "threshold.min: must be below threshold.max"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"loss": "fokal"}, "loss: expected one of bce, weighted_bce, focal, got 'fokal'"),
+        ({"phase2": {"lr": "fast"}}, "phase2.lr: expected a number in (0, 10], got 'fast'"),
+        ({"phase2": {"lr": 0}}, "phase2.lr: expected a number in (0, 10]"),
+        ({"phase1": {"epochs": 2.5}}, "phase1.epochs: expected an integer"),
+        ({"data": {"image_size": True}}, "data.image_size: expected an integer"),
+        ({"model": {"pretrained": "yes"}}, "model.pretrained: expected true or false"),
+        ({"phase2": {"nope": 1}}, "phase2.nope: unknown key"),
+        ({"dat": {}}, "dat: unknown key"),
+        ({"tta": {"views": ["identity", "mirror"]}}, "tta.views: expected a list drawn from"),
+        (
+            {"data": {"val_fraction": 0.5, "test_fraction": 0.45}},
+            "data.val_fraction + data.test_fraction: must leave at least 10 %",
+        ),
+        ({"threshold": {"min": 0.9, "max": 0.1}}, "threshold.min: must be below threshold.max"),
+    ],
+)
 def test_bad_values_name_the_key_and_what_is_allowed(raw, message):
     with pytest.raises(ParamsError, match="^" + re.escape(message)):
         parse_params(raw)
@@ -59,7 +65,10 @@ def test_ints_are_accepted_for_floats_and_lists_become_tuples():
 def test_stage_exits_2_with_one_line_and_no_traceback(tmp_path):
     (tmp_path / "params.yaml").write_text("loss: fokal\n")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "split.py")], cwd=tmp_path, capture_output=True, text=True,
+        [sys.executable, str(ROOT / "stages" / "split.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 2

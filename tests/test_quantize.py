@@ -1,4 +1,5 @@
 """Export, quantization and runners on timm's tiny ``test_efficientnet`` at 32 px: seconds, no downloads."""
+
 from __future__ import annotations
 
 import warnings

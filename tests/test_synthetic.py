@@ -20,7 +20,7 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_does_not(tmp_path
     a = make_synthetic(str(tmp_path / "a"), 12, seed=3, image_size=32)
     b = make_synthetic(str(tmp_path / "b"), 12, seed=3, image_size=32)
     c = make_synthetic(str(tmp_path / "c"), 12, seed=4, image_size=32)
-    assert a == b
+    assert a == b and a != c
     assert read_all(tmp_path / "a") == read_all(tmp_path / "b")
     files_a, files_c = read_all(tmp_path / "a"), read_all(tmp_path / "c")
     assert all(files_a[p] != files_c[p] for p in set(files_a) & set(files_c))
@@ -45,6 +45,7 @@ def test_class_balance_is_the_requested_fraction():
 
 def test_class_cues_differ_but_overlap():
     """Each cue shifts with the class, yet both classes cover both sides: no cue alone decides."""
+
     def faces(female):
         return [sample_face(np.random.default_rng([9, i]), female) for i in range(800)]
 

@@ -1,4 +1,5 @@
 """The training loop on a tiny model and tiny images: learning, resuming, freezing, schedules."""
+
 import torch
 
 from gclf.augment import train_transform
@@ -6,7 +7,13 @@ from gclf.losses import make_loss
 from gclf.model import build_model
 from gclf.params import AugmentParams
 from gclf.train import (
-    FitConfig, adam_plateau, adamw_schedule, fit, freeze_backbone, layer_decay_groups, select_device,
+    FitConfig,
+    adam_plateau,
+    adamw_schedule,
+    fit,
+    freeze_backbone,
+    layer_decay_groups,
+    select_device,
 )
 
 SIZE = 32
@@ -28,8 +35,19 @@ def phase2_run(epochs, state_path=None, ema_decay=0.0):
     model = build_model("test_efficientnet", "linear", 0.0)
     optimizer, scheduler = adamw_schedule(model, 3e-3, 0.01, 0.8, "onecycle", 0.2, total_steps=4 * 3)
     cfg = FitConfig(epochs=epochs, batch_size=32, monitor="val_auc", seed=0, grad_clip=1.0, ema_decay=ema_decay)
-    return fit(model, train, val, make_loss("bce", train[1]), optimizer, scheduler, cfg,
-               train_transform(NO_AUGMENT, SIZE), select_device("cpu", 1), state_path=state_path, state_key="k")
+    return fit(
+        model,
+        train,
+        val,
+        make_loss("bce", train[1]),
+        optimizer,
+        scheduler,
+        cfg,
+        train_transform(NO_AUGMENT, SIZE),
+        select_device("cpu", 1),
+        state_path=state_path,
+        state_key="k",
+    )
 
 
 def test_phase2_learns_the_toy_task():
@@ -81,12 +99,24 @@ def test_phase1_freezes_backbone_weights_and_batchnorm_stats():
     before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     optimizer, scheduler = adam_plateau(freeze_backbone(model), 1e-2, 0.0, 0.5, 1, "val_loss")
     cfg = FitConfig(epochs=2, batch_size=32, monitor="val_loss", seed=0, freeze_backbone=True)
-    result = fit(model, train, val, make_loss("weighted_bce", train[1]), optimizer, scheduler, cfg,
-                 train_transform(NO_AUGMENT, SIZE), select_device("cpu", 1))
+    result = fit(
+        model,
+        train,
+        val,
+        make_loss("weighted_bce", train[1]),
+        optimizer,
+        scheduler,
+        cfg,
+        train_transform(NO_AUGMENT, SIZE),
+        select_device("cpu", 1),
+    )
     for key, value in result.model.backbone.state_dict().items():
         assert torch.equal(value, before[key]), f"{key} changed in phase 1"
     head_before = build_model("test_efficientnet", "mlp", 0.1).head  # a fresh head differs anyway
-    assert any(not torch.equal(a, b) for a, b in zip(result.model.head.state_dict().values(), head_before.state_dict().values()))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(result.model.head.state_dict().values(), head_before.state_dict().values())
+    )
 
 
 def test_layer_decay_gives_lower_stages_smaller_learning_rates():
