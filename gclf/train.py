@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -140,6 +141,15 @@ def adamw_schedule(model, lr, weight_decay, layer_decay, schedule: str, warmup_f
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total_steps - warmup, 1)))
 
     return optimizer, LambdaLR(optimizer, factor)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and Python before anything random (model initialisation included)."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def _seed_epoch(seed: int, epoch: int) -> torch.Generator:

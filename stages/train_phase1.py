@@ -7,12 +7,22 @@ from gclf.cli import run_stage
 from gclf.data import load_split
 from gclf.losses import make_loss
 from gclf.model import artifact_meta, build_model, load_backbone_weights
-from gclf.train import FitConfig, adam_plateau, fit, freeze_backbone, resume_key, save_phase, select_device
+from gclf.train import (
+    FitConfig,
+    adam_plateau,
+    fit,
+    freeze_backbone,
+    resume_key,
+    save_phase,
+    seed_everything,
+    select_device,
+)
 
 
 def main(p):
     device = select_device(p.device, p.threads)
     train, val = load_split("train", p.data.image_size), load_split("val", p.data.image_size)
+    seed_everything(p.seed)  # the model's initial weights
     model = build_model(p.model.arch, p.model.head, p.model.dropout, p.model.pretrained)
     if p.model.weights:
         missing, unexpected = load_backbone_weights(model.backbone, p.model.weights)
