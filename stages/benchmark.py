@@ -9,7 +9,7 @@ from gclf.plots import benchmark_png
 from gclf.quantize import ARTIFACTS, artifact_size_mb, load_runner, openvino_runner
 
 FP32_ATOL = 1e-3  # FP32 runtimes: float reordering only
-INT8_MIN_CORRELATION = 0.9  # INT8: logits move by design; their correlation with FP32 must stay
+INT8_MIN_CORRELATION = 0.8  # INT8: logits move by design; the images' ranking must stay (Spearman)
 
 
 def main(p):
