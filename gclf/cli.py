@@ -33,15 +33,21 @@ def run_stage(main: Callable, params_path: str = "params.yaml") -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gclf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check-params", help="validate a params file and print it with defaults filled in")
+    check = sub.add_parser("check-params", help="validate a params file and print it as YAML, defaults filled in")
     check.add_argument("path", nargs="?", default="params.yaml")
     args = parser.parse_args(argv)
     try:
         if args.command == "check-params":
             import dataclasses
 
+            import yaml
+
             from gclf.params import load_params
 
-            print(dataclasses.asdict(load_params(args.path)))
+            params = dataclasses.asdict(
+                load_params(args.path),
+                dict_factory=lambda items: {k: list(v) if isinstance(v, tuple) else v for k, v in items},
+            )
+            print(yaml.safe_dump(params, sort_keys=False), end="")
     except UserError as e:
         fail(str(e))

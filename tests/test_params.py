@@ -82,3 +82,15 @@ def test_unreadable_yaml_is_a_params_error(tmp_path):
         load_params(tmp_path / "params.yaml")
     with pytest.raises(ParamsError, match="cannot read"):
         load_params(tmp_path / "missing.yaml")
+
+
+def test_check_params_command_prints_yaml_or_exits_2(tmp_path, capsys):
+    from gclf.cli import main
+
+    main(["check-params", str(ROOT / "params.yaml")])
+    assert yaml.safe_load(capsys.readouterr().out) == yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "bad.yaml").write_text("phase2: {epochs: -1}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check-params", str(tmp_path / "bad.yaml")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: phase2.epochs: expected an integer in [0, 1000], got -1\n"
