@@ -9,6 +9,7 @@ rank 0 writes files).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import math
 import os
@@ -335,6 +336,39 @@ def resume_key(params: dict, files: list[str]) -> str:
     for path in files:
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()
+
+
+def run_phase(
+    name: str,
+    p,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    cfg: FitConfig,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+    inputs: list[str],
+) -> FitResult:
+    """:func:`fit` with what both phases share: the loss and augmentation from params ``p``, and
+    a resumable state in ``.cache/NAME.state.pt`` keyed by the params and the ``inputs`` files."""
+    from gclf.augment import train_transform
+    from gclf.losses import make_loss
+
+    return fit(
+        model,
+        train,
+        val,
+        make_loss(p.loss, train[1], p.focal.gamma, p.focal.alpha),
+        optimizer,
+        scheduler,
+        cfg,
+        train_transform(p.augment, p.data.image_size),
+        device,
+        state_path=f".cache/{name}.state.pt",
+        state_key=resume_key(dataclasses.asdict(p), inputs),
+        desc=name,
+    )
 
 
 def save_phase(name: str, result: FitResult, meta: dict, monitor: str) -> None:

@@ -1,18 +1,13 @@
 """Stage train_phase1: train the head on a frozen backbone (Adam + ReduceLROnPlateau)."""
 
-import dataclasses
-
-from gclf.augment import train_transform
 from gclf.cli import run_stage
 from gclf.data import load_split
-from gclf.losses import make_loss
 from gclf.model import artifact_meta, build_model, load_backbone_weights
 from gclf.train import (
     FitConfig,
     adam_plateau,
-    fit,
     freeze_backbone,
-    resume_key,
+    run_phase,
     save_phase,
     seed_everything,
     select_device,
@@ -44,20 +39,8 @@ def main(p):
         weighted_sampler=p.data.weighted_sampler,
         num_workers=p.data.num_workers,
     )
-    result = fit(
-        model,
-        train[:2],
-        val[:2],
-        make_loss(p.loss, train[1], p.focal.gamma, p.focal.alpha),
-        optimizer,
-        scheduler,
-        cfg,
-        train_transform(p.augment, p.data.image_size),
-        device,
-        state_path=".cache/train_phase1.state.pt",
-        state_key=resume_key(dataclasses.asdict(p), ["data/splits/train.csv", "data/splits/val.csv"]),
-        desc="phase1",
-    )
+    inputs = ["data/splits/train.csv", "data/splits/val.csv"]
+    result = run_phase("train_phase1", p, model, optimizer, scheduler, cfg, train[:2], val[:2], device, inputs)
     meta = artifact_meta(p.model.arch, p.model.head, p.model.dropout, p.data.image_size)
     save_phase("train_phase1", result, meta, cfg.monitor)
 

@@ -1,14 +1,10 @@
 """Stage train_phase2: fine-tune the whole network from phase 1 (AdamW, layer-wise LR decay,
 one-cycle or cosine schedule, gradient clipping, EMA, early stopping)."""
 
-import dataclasses
-
-from gclf.augment import train_transform
 from gclf.cli import run_stage
 from gclf.data import load_split
-from gclf.losses import make_loss
 from gclf.model import load_model
-from gclf.train import FitConfig, adamw_schedule, fit, init_distributed, resume_key, save_phase, select_device
+from gclf.train import FitConfig, adamw_schedule, init_distributed, run_phase, save_phase, select_device
 
 
 def main(p):
@@ -37,22 +33,8 @@ def main(p):
         weighted_sampler=p.data.weighted_sampler,
         num_workers=p.data.num_workers,
     )
-    result = fit(
-        model,
-        train[:2],
-        val[:2],
-        make_loss(p.loss, train[1], p.focal.gamma, p.focal.alpha),
-        optimizer,
-        scheduler,
-        cfg,
-        train_transform(p.augment, p.data.image_size),
-        device,
-        state_path=".cache/train_phase2.state.pt",
-        state_key=resume_key(
-            dataclasses.asdict(p), ["data/splits/train.csv", "data/splits/val.csv", "models/train_phase1.pt"]
-        ),
-        desc="phase2",
-    )
+    inputs = ["data/splits/train.csv", "data/splits/val.csv", "models/train_phase1.pt"]
+    result = run_phase("train_phase2", p, model, optimizer, scheduler, cfg, train[:2], val[:2], device, inputs)
     save_phase("train_phase2", result, meta, cfg.monitor)
 
 
