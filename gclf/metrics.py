@@ -17,19 +17,27 @@ def _safe_auc(score: Callable, labels: np.ndarray, probs: np.ndarray) -> float:
     return float(score(labels, probs)) if len(np.unique(labels)) == 2 else float("nan")
 
 
-def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
-    """Mean |accuracy - confidence| over equal-width probability bins, weighted by bin size.
-
-    Uses the probability of the positive class (the reliability diagram's x axis).
-    """
+def calibration_bins(labels, probs, bins: int = 10) -> list[dict]:
+    """Per non-empty equal-width bin of the positive-class probability: mean predicted
+    probability (``confidence``), observed positive rate (``observed``) and ``count``."""
     labels, probs = np.asarray(labels, float), np.asarray(probs, float)
     idx = np.minimum((probs * bins).astype(int), bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        in_bin = idx == b
-        if in_bin.any():
-            ece += in_bin.mean() * abs(labels[in_bin].mean() - probs[in_bin].mean())
-    return float(ece)
+    return [
+        {
+            "confidence": float(probs[idx == b].mean()),
+            "observed": float(labels[idx == b].mean()),
+            "count": int((idx == b).sum()),
+        }
+        for b in range(bins)
+        if (idx == b).any()
+    ]
+
+
+def expected_calibration_error(labels, probs, bins: int = 10) -> float:
+    """Mean |observed - confidence| over the :func:`calibration_bins`, weighted by bin size."""
+    rows = calibration_bins(labels, probs, bins)
+    total = sum(r["count"] for r in rows)
+    return float(sum(r["count"] / total * abs(r["observed"] - r["confidence"]) for r in rows))
 
 
 def binary_metrics(labels, probs, threshold: float = 0.5) -> dict[str, float]:

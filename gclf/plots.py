@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
 from gclf.io import atomic_write, write_text  # noqa: E402
+from gclf.metrics import calibration_bins  # noqa: E402
 
 
 def write_table(path: str | Path, rows: Sequence[dict], digits: int = 4) -> None:
@@ -40,21 +41,6 @@ def roc_rows(labels, probs) -> list[dict]:
 def pr_rows(labels, probs) -> list[dict]:
     precision, recall, _ = skm.precision_recall_curve(labels, probs)
     return [{"recall": float(r), "precision": float(p)} for p, r in zip(precision, recall)]
-
-
-def reliability_rows(labels, probs, bins: int = 10) -> list[dict]:
-    """Mean predicted probability vs observed positive rate per probability bin."""
-    labels, probs = np.asarray(labels, float), np.asarray(probs, float)
-    idx = np.minimum((probs * bins).astype(int), bins - 1)
-    return [
-        {
-            "confidence": float(probs[idx == b].mean()),
-            "observed": float(labels[idx == b].mean()),
-            "count": int((idx == b).sum()),
-        }
-        for b in range(bins)
-        if (idx == b).any()
-    ]
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> None:
@@ -108,7 +94,7 @@ def evaluation_png(path: str | Path, labels, probs, threshold: float, title: str
         ylabel="actual",
         title=f"confusion at threshold {threshold:.2f}",
     )
-    rel = reliability_rows(labels, probs)
+    rel = calibration_bins(labels, probs)
     axes[3].plot([0, 1], [0, 1], ls="--", c="grey")
     axes[3].plot([r["confidence"] for r in rel], [r["observed"] for r in rel], marker="o")
     axes[3].set(xlabel="predicted probability (female)", ylabel="observed female rate", title="reliability")

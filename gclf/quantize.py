@@ -38,7 +38,6 @@ ARTIFACTS = {  # benchmark row name -> pipeline file, reference first (the quant
     "fp32_onnxruntime": "models/model.onnx",
     "int8_static": "models/model_int8.xml",
 }
-CALIBRATION_SIZE = 300  # images used to fix activation ranges: NNCF's default subset size
 
 
 def export_onnx(model: nn.Module, path: str | Path, image_size: int, opset: int = ONNX_OPSET) -> None:
@@ -122,12 +121,11 @@ def quantize_static(
     source: nn.Module | str | Path,
     calibration: np.ndarray,
     out_path: str | Path,
-    subset_size: int = CALIBRATION_SIZE,
 ) -> None:
     """Post-training INT8 (weights and activations, convolutions included) to OpenVINO IR ``.xml`` + ``.bin``.
 
-    ``calibration`` is float32 (N, 3, S, S) in [0, 1], as the model sees in inference; NNCF uses
-    up to ``subset_size`` of its images to fix activation ranges.
+    ``calibration`` is float32 (N, 3, S, S) in [0, 1], as the model sees in inference; NNCF fixes
+    activation ranges on all N images (the caller picks N: ``quantize.calibration_images``).
     """
     import nncf  # here, not at the top: importing it takes seconds and only this stage needs it
 
@@ -135,7 +133,7 @@ def quantize_static(
         raise ValueError(f"calibration must be (N, 3, S, S), got {calibration.shape}")
     fp32 = _to_openvino(source, calibration.shape[-1])
     images = [image[None] for image in calibration.astype(np.float32, copy=False)]  # batches of one image
-    int8 = nncf.quantize(fp32, nncf.Dataset(images), subset_size=min(subset_size, len(images)))
+    int8 = nncf.quantize(fp32, nncf.Dataset(images), subset_size=len(images))
     _save_openvino_ir(int8, Path(out_path))
 
 

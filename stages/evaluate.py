@@ -4,9 +4,9 @@ validation, with and without TTA, with bootstrap confidence intervals."""
 from gclf.cli import run_stage
 from gclf.data import load_split
 from gclf.io import read_json, write_json
-from gclf.metrics import binary_metrics, bootstrap_ci
-from gclf.model import load_model
-from gclf.plots import evaluation_png, pr_rows, reliability_rows, roc_rows, write_table
+from gclf.metrics import binary_metrics, bootstrap_ci, calibration_bins
+from gclf.model import CLASSES, load_model
+from gclf.plots import evaluation_png, pr_rows, roc_rows, write_table
 from gclf.train import select_device
 from gclf.tta import predict_probs
 
@@ -29,11 +29,10 @@ def main(p):
         if not prefix:
             write_table("plots/roc.csv", roc_rows(labels, probs))
             write_table("plots/pr.csv", pr_rows(labels, probs))
-            write_table("plots/reliability.csv", reliability_rows(labels, probs))
-            names = ("male", "female")
+            write_table("plots/reliability.csv", calibration_bins(labels, probs))
             write_table(
                 "plots/confusion.csv",
-                [{"actual": names[int(y)], "predicted": names[int(q >= threshold)]} for y, q in zip(labels, probs)],
+                [{"actual": CLASSES[int(y)], "predicted": CLASSES[int(q >= threshold)]} for y, q in zip(labels, probs)],
             )
             evaluation_png("plots/evaluation.png", labels, probs, threshold, "test split, no TTA")
     write_json("metrics/eval.json", report)

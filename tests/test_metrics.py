@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from gclf.metrics import binary_metrics, bootstrap_ci, expected_calibration_error
+from gclf.metrics import binary_metrics, bootstrap_ci, calibration_bins, expected_calibration_error
 from gclf.threshold import choose, sweep
 
 LABELS = np.array([1, 1, 1, 0, 0, 0, 0, 0])
@@ -61,3 +61,9 @@ def test_sweep_and_choose():
     assert choose(rows, "balanced_accuracy")["threshold"] == 0.25
     with pytest.raises(ValueError):
         choose(rows, "accuracy")
+
+
+def test_calibration_bins_skip_empty_bins_and_count_every_image():
+    rows = calibration_bins([1, 0, 1, 1], [0.05, 0.15, 0.95, 1.0], bins=10)
+    assert [r["count"] for r in rows] == [1, 1, 2]
+    assert rows[-1] == {"confidence": 0.975, "observed": 1.0, "count": 2}
