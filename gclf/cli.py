@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Callable
 
-from gclf.errors import EXIT_USER_ERROR, UserError
+from gclf.errors import EXIT_SOME_INPUTS_FAILED, EXIT_USER_ERROR, UserError
 
 
 def fail(message: str) -> None:
@@ -30,11 +30,218 @@ def run_stage(main: Callable, params_path: str = "params.yaml") -> None:
         fail("interrupted; the next run resumes training from the last finished epoch")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def add_predict_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``predict`` subcommand's arguments (handled by :func:`predict_command`)."""
+    predict = sub.add_parser(
+        "predict",
+        help="label face images with a trained model (.pt, .onnx or OpenVINO .xml)",
+        description=(
+            "Label face images with any model the pipeline writes. One row per input: path, probability "
+            "of the positive class, label, error. Exit code 0: every input predicted; "
+            f"{EXIT_SOME_INPUTS_FAILED}: some inputs failed (listed on stderr); {EXIT_USER_ERROR}: nothing "
+            "could be read, or a bad argument or model."
+        ),
+    )
+    predict.add_argument(
+        "paths", nargs="+", metavar="PATH", help="image files, folders (recursive), globs, CSVs of paths"
+    )
+    predict.add_argument("--model", required=True, metavar="ARTIFACT", help="a .pt checkpoint, .onnx or OpenVINO .xml")
+    predict.add_argument("--tta", action="store_true", help="average over the artifact's TTA views (flip by default)")
+    predict.add_argument(
+        "--threshold", type=float, metavar="T", help="decision threshold (default: the one stored in the artifact)"
+    )
+    predict.add_argument("--out", metavar="FILE", help="write rows to a .csv or .json file (default: CSV on stdout)")
+    predict.add_argument(
+        "--batch-size", type=positive_int, default=32, metavar="N", help="images per model call (default 32)"
+    )
+    predict.add_argument("--threads", type=positive_int, default=2, metavar="N", help="inference threads (default 2)")
+
+
+def predict_command(args: argparse.Namespace) -> None:
+    """Run ``gclf predict``: rows to --out or stdout, failures and images/s to stderr, exit code by outcome."""
+    import time
+
+    from gclf.predict import Predictor, output_format, rows_csv, write_rows
+
+    if args.out:
+        output_format(args.out)  # a wrong name stops before the model loads, not after the run
+    predictor = Predictor(args.model, args.threads, args.tta, args.threshold, args.batch_size)
+    if predictor.threshold_source == "default":
+        print(
+            f"note: {args.model} carries no threshold; using {predictor.threshold} (see --threshold)", file=sys.stderr
+        )
+    start = time.perf_counter()
+    rows = predictor.predict(args.paths, progress=True)
+    seconds = time.perf_counter() - start
+    if args.out:
+        write_rows(rows, args.out)
+    else:
+        print(rows_csv(rows), end="")
+    failed = [row for row in rows if row["error"]]
+    for row in failed:
+        print(f"failed: {row['path']}: {row['error']}", file=sys.stderr)
+    done = len(rows) - len(failed)
+    if not done:
+        fail(
+            f"nothing could be read: {rows[0]['path']}: {rows[0]['error']}"
+            if len(rows) == 1
+            else f"nothing could be read: all {len(rows)} inputs failed (listed above)"
+        )
+    print(
+        f"predicted {done} images in {seconds:.1f} s: {done / seconds:.1f} images/s "
+        f"({predictor.image_size} px, {args.threads} threads)",
+        file=sys.stderr,
+    )
+    if failed:
+        print(f"{len(failed)} of {len(rows)} inputs failed", file=sys.stderr)
+        sys.exit(EXIT_SOME_INPUTS_FAILED)
+
+
+def probability(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+def add_explain_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``explain`` subcommand's arguments (handled by :func:`explain_command`)."""
+    explain = sub.add_parser(
+        "explain",
+        help="Grad-CAM heat map of one image: where the model sees the evidence",
+        description="Write the image and its Grad-CAM map side by side as a PNG. Needs a .pt checkpoint.",
+    )
+    explain.add_argument("image", metavar="IMAGE", help="an image file")
+    explain.add_argument("--model", required=True, metavar="CHECKPOINT", help="an FP32 .pt checkpoint")
+    explain.add_argument("--out", default="cam.png", metavar="FILE", help="the PNG to write (default cam.png)")
+    explain.add_argument(
+        "--target",
+        choices=("predicted", "male", "female"),
+        default="predicted",
+        help="the class whose evidence to map (default: the predicted one)",
+    )
+    explain.add_argument(
+        "--threshold", type=probability, metavar="T", help="decision threshold (default: the checkpoint's, else 0.5)"
+    )
+    explain.add_argument("--layer", metavar="NAME", help="the feature map to use (default: see --list-layers)")
+    explain.add_argument("--list-layers", action="store_true", help="list the usable layers and their sizes, then stop")
+
+
+def explain_command(args: argparse.Namespace) -> None:
+    """Run ``gclf explain``: the PNG to --out, the prediction on stdout."""
+    import torch
+
+    from gclf.explain import explain_png, load_explainable
+    from gclf.gradcam import default_layer, feature_maps
+    from gclf.model import CLASSES
+
+    model, meta = load_explainable(args.model)
+    if args.list_layers:
+        pixels = torch.zeros(1, 3, meta["image_size"], meta["image_size"])
+        default = default_layer(model, pixels)
+        for name, (height, width) in feature_maps(model, pixels):
+            print(f"{name}  {height}x{width}{'  (default)' if name == default else ''}")
+        return
+    threshold = args.threshold if args.threshold is not None else meta.get("threshold")
+    if threshold is None:
+        threshold = 0.5
+        print(f"note: {args.model} carries no threshold; using 0.5 (see --threshold)", file=sys.stderr)
+    target = None if args.target == "predicted" else CLASSES.index(args.target)
+    prob, mapped = explain_png(model, meta, args.image, args.out, threshold=threshold, target=target, layer=args.layer)
+    print(
+        f"{args.image}: P({CLASSES[1]}) {prob:.4f} at threshold {threshold:.2f}: {CLASSES[int(prob >= threshold)]}; "
+        f"evidence for {CLASSES[mapped]} mapped to {args.out}"
+    )
+
+
+def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``evaluate`` subcommand's arguments (handled by :func:`evaluate_command`)."""
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score a trained model on any labelled dataset",
+        description=(
+            "Score any artifact (.pt, .onnx, OpenVINO .xml) on a labelled dataset in any layout the split "
+            "stage reads, with the evaluate stage's metrics, 95 % bootstrap intervals and subgroup audit. "
+            "Unreadable files are skipped and counted."
+        ),
+    )
+    evaluate.add_argument("--data", required=True, metavar="PATH", help="the dataset folder, or a CSV manifest")
+    evaluate.add_argument(
+        "--format",
+        choices=("imagefolder", "presplit", "csv", "utkface"),
+        default="imagefolder",
+        help="its layout, as data.format (default imagefolder: PATH/{female,male}/...)",
+    )
+    evaluate.add_argument("--model", required=True, metavar="ARTIFACT", help="a .pt checkpoint, .onnx or OpenVINO .xml")
+    evaluate.add_argument(
+        "--split", choices=("all", "test"), default="all", help="all images, or a presplit layout's test folder only"
+    )
+    evaluate.add_argument(
+        "--threshold", type=probability, metavar="T", help="decision threshold (default: the artifact's, else 0.5)"
+    )
+    evaluate.add_argument("--tta", action="store_true", help="average over the artifact's TTA views")
+    evaluate.add_argument("--out", metavar="FILE", help="also write the metrics to this JSON file")
+    evaluate.add_argument("--threads", type=positive_int, default=2, metavar="N", help="inference threads (default 2)")
+    evaluate.add_argument(
+        "--bootstrap", type=int, default=1000, metavar="N", help="resamples for the intervals; 0 = none (default 1000)"
+    )
+    evaluate.add_argument(
+        "--min-group-size",
+        type=positive_int,
+        default=30,
+        metavar="N",
+        help="subgroups with fewer images are marked small (default 30)",
+    )
+
+
+def evaluate_command(args: argparse.Namespace) -> None:
+    """Run ``gclf evaluate``: metrics on stdout (and --out), skipped files and notes on stderr."""
+    from gclf.external import evaluate_artifact, scan_labelled, skipped_summary
+    from gclf.io import dumps_json, write_json
+    from gclf.predict import Predictor
+
+    if args.bootstrap < 0:
+        raise UserError(f"--bootstrap: expected 0 or more, got {args.bootstrap}")
+    records, rejected = scan_labelled(args.data, args.format, args.split)
+    predictor = Predictor(args.model, args.threads, args.tta, args.threshold)
+    if predictor.threshold_source == "default":
+        print(
+            f"note: {args.model} carries no threshold; using {predictor.threshold} (see --threshold)", file=sys.stderr
+        )
+    report, unreadable = evaluate_artifact(
+        predictor, records, bootstrap=args.bootstrap, min_group_size=args.min_group_size, progress=True
+    )
+    report["skipped"] = len(rejected) + len(unreadable)
+    if rejected or unreadable:
+        print(skipped_summary(rejected + unreadable), file=sys.stderr)
+    print(dumps_json(report), end="")
+    if args.out:
+        write_json(args.out, report)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gclf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check-params", help="validate a params file and print it as YAML, defaults filled in")
     check.add_argument("path", nargs="?", default="params.yaml")
+    add_predict_parser(sub)
+    add_explain_parser(sub)
+    add_evaluate_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "check-params":
@@ -49,5 +256,11 @@ def main(argv: list[str] | None = None) -> None:
                 dict_factory=lambda items: {k: list(v) if isinstance(v, tuple) else v for k, v in items},
             )
             print(yaml.safe_dump(params, sort_keys=False), end="")
+        elif args.command == "predict":
+            predict_command(args)
+        elif args.command == "explain":
+            explain_command(args)
+        elif args.command == "evaluate":
+            evaluate_command(args)
     except UserError as e:
         fail(str(e))

@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -499,20 +499,23 @@ def load_split(
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Decoded uint8 images and their labels; items are (float image in [0, 1], float label)."""
+    """Decoded uint8 images and their labels; items are (float image in [0, 1], float label).
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable | None = None):
+    ``transforms``, when given, holds one transform per class label (0, 1), usually the same one.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transforms: Sequence[Callable] | None = None):
         self.images = images
         self.labels = labels.float()
-        self.transform = transform
+        self.transforms = transforms
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.images[index]
-        if self.transform is not None:
-            image = self.transform(image)
+        if self.transforms is not None:
+            image = self.transforms[int(self.labels[index])](image)
         # training transforms end in a float [0, 1] conversion; raw pixels still need one
         image = image.float().div(255) if image.dtype == torch.uint8 else image.float()
         return image, self.labels[index]

@@ -6,3 +6,4 @@ class UserError(Exception):
 
 
 EXIT_USER_ERROR = 2
+EXIT_SOME_INPUTS_FAILED = 3  # gclf predict: some inputs could not be read, the others were predicted

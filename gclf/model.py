@@ -79,11 +79,30 @@ def build_model(arch: str, head: str = "mlp", dropout: float = 0.3, pretrained: 
     return Classifier(backbone, build_head(head, backbone.num_features, dropout), cfg["mean"], cfg["std"])
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
-    """Load a local state dict (timm key names) into ``backbone``; return (missing, unexpected) keys.
+def from_torchvision_keys(state: dict[str, torch.Tensor], backbone: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename a torchvision EfficientNet state dict (``features.N...``) to ``backbone``'s timm keys.
 
-    Wrappers' prefixes (``module.``, ``model.``, ``backbone.``) are stripped and the ImageNet
-    classifier is ignored, since the head is ours.
+    Both libraries register the same tensors in the same order (stem, blocks with expansion,
+    depthwise, squeeze-excitation and projection, head conv), so tensors pair up by position; the
+    shapes are checked pair by pair, so another architecture fails loudly instead of loading noise.
+    """
+    theirs = [(k, v) for k, v in state.items() if k.startswith("features.")]
+    ours = list(backbone.state_dict().items())
+    mismatch = len(theirs) != len(ours) or any(v.shape != w.shape for (_, v), (_, w) in zip(theirs, ours))
+    if mismatch:
+        raise ModelError(
+            f"torchvision weights ({len(theirs)} tensors) do not fit {type(backbone).__name__} "
+            f"({len(ours)} tensors); wrong architecture?"
+        )
+    return {key: value for (key, _), (_, value) in zip(ours, theirs)}
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
+    """Load a local state dict into ``backbone``; return (missing, unexpected) keys.
+
+    timm key names load as they are, after stripping wrappers' prefixes (``module.``, ``model.``,
+    ``backbone.``); torchvision EfficientNet names (``features.N...``) are renamed to timm's. The
+    ImageNet classifier is ignored, since the head is ours.
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -94,11 +113,13 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> tuple[list[s
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise ModelError(f"model.weights: {path}: expected a state dict, got {type(state).__name__}")
-    cleaned = {}
-    for key, value in state.items():
-        key = re.sub(r"^(module\.|model\.|backbone\.)+", "", key)
-        if not key.startswith("classifier."):
-            cleaned[key] = value
+    cleaned = {re.sub(r"^(module\.|model\.|backbone\.)+", "", k): v for k, v in state.items()}
+    if any(k.startswith("features.") for k in cleaned):
+        try:
+            cleaned = from_torchvision_keys(cleaned, backbone)
+        except ModelError as e:
+            raise ModelError(f"model.weights: {path}: {e}") from None
+    cleaned = {k: v for k, v in cleaned.items() if not k.startswith("classifier.")}
     result = backbone.load_state_dict(cleaned, strict=False)
     if not set(cleaned) - set(result.unexpected_keys):
         raise ModelError(f"model.weights: {path}: no key matches {type(backbone).__name__}; wrong architecture?")
@@ -121,7 +142,13 @@ def load_model(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         meta = ckpt["meta"]
         model = build_model(meta["arch"], meta["head"], meta["dropout"])
-        model.load_state_dict(ckpt["state_dict"])
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError:  # missing, unexpected or mis-shaped keys: the PyTorch message is pages long
+            raise ModelError(
+                f"{path}: its weights do not fit a {meta['arch']} with a {meta['head']} head "
+                "(an artifact of another architecture?)"
+            ) from None
     except FileNotFoundError:
         raise ModelError(f"{path}: no such model file") from None
     except ModelError:

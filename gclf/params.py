@@ -71,6 +71,9 @@ class AugmentParams:
     color_jitter: float = between(0.0, 1.0, 0.2)
     grayscale: float = between(0.0, 1.0, 0.05)
     erasing: float = between(0.0, 1.0, 0.0)
+    # Per-class augmentation (the seed-b1 project's): > 1 augments the train split's minority class
+    # this many times harder. A shortcut risk: augmentation artefacts become a cue for the class.
+    minority_strength: float = between(1.0, 5.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,10 @@ class Phase2Params:
     lr: float = between(0.0, 10.0, 3e-3, open_lo=True)
     weight_decay: float = between(0.0, 1.0, 0.01)
     layer_decay: float = between(0.1, 1.0, 1.0)  # LLRD factor per backbone stage; 1 = off
-    schedule: str = choice("onecycle", "cosine", default="onecycle")
-    warmup_fraction: float = between(0.0, 0.9, 0.2)
+    schedule: str = choice("onecycle", "cosine", "plateau", default="onecycle")
+    warmup_fraction: float = between(0.0, 0.9, 0.2)  # onecycle and cosine
+    plateau_factor: float = between(0.01, 0.99, 0.5)  # plateau
+    plateau_patience: int = between(0, 100, 1)  # plateau
     grad_clip: float = between(0.0, 1000.0, 1.0)  # max gradient norm; 0 = off
     ema_decay: float = between(0.0, 0.99999, 0.0)  # 0 = off
     early_stop_patience: int = between(0, 1000, 0)  # epochs without improvement; 0 = off
@@ -121,6 +126,9 @@ class TtaParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     bootstrap: int = between(0, 100_000, 1000)  # resamples for the 95 % confidence intervals
+    gallery_size: int = between(1, 100, 16)  # most confident mistakes in plots/errors.png
+    gradcam_per_case: int = between(1, 10, 2)  # Grad-CAM images per (class, right/wrong) in plots/gradcam.png
+    min_group_size: int = between(1, 100_000, 30)  # subgroups with fewer test images are marked small
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,7 @@ class BenchmarkParams:
     warmup: int = between(0, 1000, 5)
     repeats: int = between(1, 10_000, 20)
     batch_size: int = between(1, 1024, 32)
+    torch_compile: bool = True  # also time torch.compile FP32 (compiling takes minutes on 2 cores)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -89,11 +89,16 @@ def freeze_backbone(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def adam_plateau(params, lr: float, weight_decay: float, factor: float, patience: int, monitor: str):
-    """Phase 1: Adam, with the learning rate cut by ``factor`` when ``monitor`` stops improving."""
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+def plateau(optimizer: torch.optim.Optimizer, factor: float, patience: int, monitor: str) -> ReduceLROnPlateau:
+    """Cut the learning rate by ``factor`` after ``patience`` epochs without ``monitor`` improving."""
     mode = "min" if monitor == "val_loss" else "max"
-    return optimizer, ReduceLROnPlateau(optimizer, mode=mode, factor=factor, patience=patience)
+    return ReduceLROnPlateau(optimizer, mode=mode, factor=factor, patience=patience)
+
+
+def adam_plateau(params, lr: float, weight_decay: float, factor: float, patience: int, monitor: str):
+    """Phase 1: Adam + ReduceLROnPlateau on ``monitor``."""
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return optimizer, plateau(optimizer, factor, patience, monitor)
 
 
 def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float) -> list[dict]:
@@ -125,10 +130,22 @@ def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float, layer_d
     return [groups[k] for k in sorted(groups)]
 
 
-def adamw_schedule(model, lr, weight_decay, layer_decay, schedule: str, warmup_fraction: float, total_steps: int):
-    """Phase 2: AdamW with LLRD, and a one-cycle or warm-up + cosine schedule stepped per batch."""
+def adamw_schedule(
+    model,
+    lr: float,
+    weight_decay: float,
+    layer_decay: float,
+    schedule: str,
+    warmup_fraction: float,
+    total_steps: int,
+    plateau_args: tuple[float, int, str] = (0.5, 1, "val_auc"),
+):
+    """Phase 2: AdamW with LLRD, and a one-cycle or warm-up + cosine schedule stepped per batch,
+    or ReduceLROnPlateau stepped per epoch (``plateau_args``: factor, patience, monitor)."""
     groups = layer_decay_groups(model, lr, weight_decay, layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=lr)
+    if schedule == "plateau":  # with weight_decay 0 this is the seed project's Adam + ReduceLROnPlateau
+        return optimizer, plateau(optimizer, *plateau_args)
     total_steps = max(total_steps, 1)
     if schedule == "onecycle":
         # OneCycleLR needs a warm-up of at least one step
@@ -191,7 +208,7 @@ def fit(
     optimizer: torch.optim.Optimizer,
     scheduler,
     cfg: FitConfig,
-    transform: Callable,
+    transforms: Sequence[Callable],
     device: torch.device,
     state_path: str | Path | None = None,
     state_key: str = "",
@@ -199,6 +216,7 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on uint8 images + float labels; validate each epoch; return the best weights.
 
+    ``transforms`` augments training images, one transform per class label (0, 1).
     ``state_path`` holds a checkpoint written after every epoch (model, optimiser, scheduler,
     EMA, best weights, history); a run started with the same ``state_key`` resumes after the
     last finished epoch and ends as an uninterrupted run would. It is removed on success.
@@ -206,8 +224,9 @@ def fit(
     rank, world = init_distributed()
     model.to(device)
     cuda = device.type == "cuda"
-    if cuda:
-        model.to(memory_format=torch.channels_last)
+    # Channels-last convolutions: on this 2-core CPU 1.6x the training throughput of NCHW
+    # (EfficientNet-B0, 64 px, batch 64); on GPUs the layout tensor cores want.
+    model.to(memory_format=torch.channels_last)
     amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -219,7 +238,7 @@ def fit(
     per_batch = not isinstance(scheduler, ReduceLROnPlateau)
     sign = -1.0 if cfg.monitor == "val_loss" else 1.0  # higher score is better
 
-    dataset = ImageDataset(train[0], train[1], transform)
+    dataset = ImageDataset(train[0], train[1], transforms)
     state = {
         "epoch": 0,
         "history": [],
@@ -249,7 +268,7 @@ def fit(
         logits_seen, labels_seen, losses = [], [], []
         start = time.perf_counter()
         for x, y in tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None):
-            x = x.to(device, non_blocking=True, memory_format=torch.channels_last if cuda else torch.contiguous_format)
+            x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
                 logits = ddp(x).float()
@@ -352,7 +371,7 @@ def run_phase(
 ) -> FitResult:
     """:func:`fit` with what both phases share: the loss and augmentation from params ``p``, and
     a resumable state in ``.cache/NAME.state.pt`` keyed by the params and the ``inputs`` files."""
-    from gclf.augment import train_transform
+    from gclf.augment import class_transforms
     from gclf.losses import make_loss
 
     return fit(
@@ -363,7 +382,7 @@ def run_phase(
         optimizer,
         scheduler,
         cfg,
-        train_transform(p.augment, p.data.image_size),
+        class_transforms(p.augment, p.data.image_size, train[1]),
         device,
         state_path=f".cache/{name}.state.pt",
         state_key=resume_key(dataclasses.asdict(p), inputs),
@@ -398,6 +417,6 @@ def save_phase(name: str, result: FitResult, meta: dict, monitor: str) -> None:
         },
         digits=1,
     )
-    if result.history:
-        write_table(f"plots/{name}.tsv", result.history)
-        training_curves_png(f"plots/{name}.png", result.history, name)
+    # Written even for 0 epochs, so no curve of an earlier run stays behind under this run's name.
+    write_table(f"plots/{name}.tsv", result.history, empty_header=("epoch",))
+    training_curves_png(f"plots/{name}.png", result.history, name)

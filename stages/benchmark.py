@@ -6,7 +6,7 @@ from gclf.cli import run_stage
 from gclf.data import load_split
 from gclf.io import write_json
 from gclf.plots import benchmark_png
-from gclf.quantize import ARTIFACTS, artifact_size_mb, load_runner, openvino_runner
+from gclf.quantize import ARTIFACTS, artifact_size_mb, compiled_torch_runner, load_runner, openvino_runner
 
 FP32_ATOL = 1e-3  # FP32 runtimes: float reordering only
 INT8_MIN_CORRELATION = 0.8  # INT8: logits move by design; the images' ranking must stay (Spearman)
@@ -17,6 +17,9 @@ def main(p):
     runners = {name: load_runner(path, b.threads) for name, path in ARTIFACTS.items()}
     runners["fp32_openvino"] = openvino_runner(ARTIFACTS["fp32_onnxruntime"], b.threads)
     pixels = load_split("test", p.data.image_size)[0][: b.batch_size].float().div(255).numpy()
+    compiled = compiled_torch_runner(ARTIFACTS["fp32_eager"], b.threads, pixels) if b.torch_compile else None
+    if compiled is not None:
+        runners["fp32_torch_compile"] = compiled
     fp32 = [n for n in runners if n.startswith("fp32")]
     agreement = check_agreement({n: runners[n] for n in fp32}, pixels, atol=FP32_ATOL)
     agreement |= check_agreement(

@@ -1,41 +1,91 @@
 """Stage evaluate: score the phase-2 model on the test split at the thresholds chosen on
-validation, with and without TTA, with bootstrap confidence intervals."""
+validation, with and without TTA, with bootstrap confidence intervals; audit subgroups, draw
+Grad-CAM maps and the most confident mistakes, and write the model card."""
+
+import os
+
+import torch
 
 from gclf.cli import run_stage
 from gclf.data import load_split
-from gclf.io import read_json, write_json
-from gclf.metrics import binary_metrics, bootstrap_ci, calibration_bins
+from gclf.gradcam import cam_cases, grad_cam
+from gclf.io import read_json, write_json, write_text
+from gclf.metrics import audit_scalars, binary_metrics, bootstrap_ci, calibration_bins, most_confident, subgroup_audit
 from gclf.model import CLASSES, load_model
-from gclf.plots import evaluation_png, pr_rows, roc_rows, write_table
+from gclf.modelcard import render_model_card
+from gclf.plots import evaluation_png, image_grid_png, pr_rows, roc_rows, subgroup_rows, subgroups_png, write_table
 from gclf.train import select_device
 from gclf.tta import predict_probs
 
 
 def main(p):
     device = select_device(p.device, p.threads)
-    images, labels, _ = load_split("test", p.data.image_size)
+    images, labels, records = load_split("test", p.data.image_size)
     labels = labels.numpy()
-    model, _ = load_model("models/train_phase2.pt")
+    model, meta = load_model("models/train_phase2.pt")
+    model = model.to(device)
     thresholds = read_json("metrics/threshold.json")
+    views = {"": ("identity",), "tta_": p.tta.views}  # metric key prefix -> TTA views
+    probs_by = {prefix: predict_probs(model, images, views=v, device=device) for prefix, v in views.items()}
     report = {}
-    for prefix, views in (("", ("identity",)), ("tta_", p.tta.views)):
-        probs = predict_probs(model.to(device), images, views=views, device=device)
+    for prefix, probs in probs_by.items():
         threshold = thresholds[f"{prefix}threshold"]
         report.update({f"{prefix}test_{k}": v for k, v in binary_metrics(labels, probs, threshold).items()})
         for name, (lo, hi) in bootstrap_ci(
             labels, probs, threshold, resamples=p.evaluate.bootstrap, seed=p.seed
         ).items():
             report.update({f"{prefix}test_{name}_ci_low": lo, f"{prefix}test_{name}_ci_high": hi})
-        if not prefix:
-            write_table("plots/roc.csv", roc_rows(labels, probs))
-            write_table("plots/pr.csv", pr_rows(labels, probs))
-            write_table("plots/reliability.csv", calibration_bins(labels, probs))
-            write_table(
-                "plots/confusion.csv",
-                [{"actual": CLASSES[int(y)], "predicted": CLASSES[int(q >= threshold)]} for y, q in zip(labels, probs)],
-            )
-            evaluation_png("plots/evaluation.png", labels, probs, threshold, "test split, no TTA")
+
+    # Curves, subgroups, galleries and Grad-CAM describe plain inference, the results the card reports first.
+    probs, threshold = probs_by[""], thresholds["threshold"]
+    write_table("plots/roc.csv", roc_rows(labels, probs))
+    write_table("plots/pr.csv", pr_rows(labels, probs))
+    write_table("plots/reliability.csv", calibration_bins(labels, probs))
+    write_table(
+        "plots/confusion.csv",
+        [{"actual": CLASSES[int(y)], "predicted": CLASSES[int(q >= threshold)]} for y, q in zip(labels, probs)],
+    )
+    evaluation_png("plots/evaluation.png", labels, probs, threshold, "test split, no TTA")
+    audit = subgroup_audit(labels, probs, threshold, [r.meta for r in records], p.evaluate.min_group_size)
+    report.update(audit_scalars(audit))
+    overall = {"count": len(labels), "accuracy": report["test_accuracy"], "f1": report["test_f1"]}
+    rows = subgroup_rows(audit, overall)
+    write_table("plots/subgroups.csv", rows)
+    subgroups_png("plots/subgroups.png", rows, f"test split by metadata group, threshold {threshold:.2f}")
+
+    def caption(i: int, first_line: str) -> str:
+        return f"{first_line}: P(female) {probs[i]:.2f}\n{os.path.basename(records[i].path)}"
+
+    errors = most_confident(labels, probs, threshold, correct=False, n=p.evaluate.gallery_size)
+    image_grid_png(
+        "plots/errors.png",
+        images[errors].numpy(),
+        [caption(i, f"true {CLASSES[int(labels[i])]}") for i in errors],
+        f"most confident mistakes on the test split (threshold {threshold:.2f})",
+    )
+    cases = cam_cases(labels, probs, threshold, p.evaluate.gradcam_per_case)
+    chosen = [i for i, _ in cases]
+    cams, _ = grad_cam(model, images[chosen].float() / 255, classes=torch.from_numpy(probs[chosen] >= threshold))
+    image_grid_png(
+        "plots/gradcam.png",
+        images[chosen].numpy(),
+        [caption(i, case) for i, case in cases],
+        "Grad-CAM on the test split: where the evidence for the predicted class lies",
+        heatmaps=cams.numpy(),
+    )
+
     write_json("metrics/eval.json", report)
+    card = render_model_card(
+        p,
+        meta,
+        read_json("metrics/data.json"),
+        read_json("metrics/train_phase1.json"),
+        read_json("metrics/train_phase2.json"),
+        thresholds,
+        report,
+        audit,
+    )
+    write_text("reports/model_card.md", card)
 
 
 if __name__ == "__main__":

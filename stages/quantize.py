@@ -1,6 +1,8 @@
-"""Stage quantize: an FP32 ONNX export (checked against PyTorch), the reference project's dynamic
-INT8 of the Linear layers (a comparison row), and static INT8 of the whole network (OpenVINO +
-NNCF, calibrated on a seeded sample of train images); each scored on the test split."""
+"""Stage quantize: the deployable FP32 checkpoint, an FP32 ONNX export (checked against PyTorch),
+the reference project's dynamic INT8 of the Linear layers (a comparison row), and static INT8 of
+the whole network (OpenVINO + NNCF, calibrated on a seeded sample of train images); each scored
+on the test split. Every artifact carries its meta (architecture, image size, classes, the
+thresholds chosen on validation, TTA views), so `gclf predict` needs nothing else."""
 
 import numpy as np
 import torch
@@ -10,9 +12,10 @@ from gclf.cli import run_stage
 from gclf.data import load_split
 from gclf.io import read_json, write_json
 from gclf.metrics import binary_metrics
-from gclf.model import load_model
+from gclf.model import load_model, save_model
 from gclf.quantize import (
     ARTIFACTS,
+    deployment_meta,
     export_onnx,
     load_runner,
     quantize_dynamic_linear,
@@ -31,15 +34,18 @@ EVAL_BATCH = 1
 def main(p):
     size = p.data.image_size
     model, meta = load_model("models/train_phase2.pt")
-    export_onnx(model, ARTIFACTS["fp32_onnxruntime"], size)
+    thresholds = read_json("metrics/threshold.json")
+    meta = deployment_meta(meta, thresholds["threshold"], thresholds["tta_threshold"], p.tta.views)
+    save_model(ARTIFACTS["fp32_eager"], model, meta)
+    export_onnx(model, ARTIFACTS["fp32_onnxruntime"], size, meta=meta)
     save_dynamic_int8(ARTIFACTS["int8_dynamic_linear"], quantize_dynamic_linear(model), meta)
     train_images = load_split("train", size)[0]
     picked = np.random.default_rng(p.seed).permutation(len(train_images))[: p.quantize.calibration_images]
     calibration = train_images[np.sort(picked)].float().div(255).numpy()
-    quantize_static(ARTIFACTS["fp32_onnxruntime"], calibration, ARTIFACTS["int8_static"])
+    quantize_static(ARTIFACTS["fp32_onnxruntime"], calibration, ARTIFACTS["int8_static"], meta=meta)
 
     images, labels, _ = load_split("test", size)
-    threshold = read_json("metrics/threshold.json")["threshold"]
+    threshold = thresholds["threshold"]
     runners = {name: load_runner(path, p.threads) for name, path in ARTIFACTS.items()}
     fp32_pair = {k: runners[k] for k in (REFERENCE, "fp32_onnxruntime")}
     check_agreement(fp32_pair, images[:32].float().div(255).numpy(), atol=ONNX_ATOL)

@@ -21,6 +21,7 @@ def main(p):
         p.phase2.schedule,
         p.phase2.warmup_fraction,
         p.phase2.epochs * steps_per_epoch,
+        (p.phase2.plateau_factor, p.phase2.plateau_patience, p.phase2.monitor),
     )
     cfg = FitConfig(
         epochs=p.phase2.epochs,

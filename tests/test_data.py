@@ -351,7 +351,7 @@ def test_image_dataset_items_are_float():
     image, label = dataset[1]
     assert image.dtype == torch.float32 and torch.allclose(image[0, 0], torch.tensor([1.0, 0.2]))
     assert label.dtype == torch.float32 and label.item() == 1.0
-    flipped = ImageDataset(images, torch.tensor([0, 1]), transform=lambda x: x.flip(-1))
+    flipped = ImageDataset(images, torch.tensor([0, 1]), transforms=[lambda x: x.flip(-1)] * 2)
     assert torch.allclose(flipped[1][0][0, 0], torch.tensor([0.2, 1.0]))
     assert len(flipped) == 2
 

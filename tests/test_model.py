@@ -90,3 +90,26 @@ def test_weights_of_another_architecture_are_rejected(tmp_path):
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "w.pt")
     with pytest.raises(ModelError, match="wrong architecture"):
         load_backbone_weights(build_model(ARCH).backbone, tmp_path / "w.pt")
+
+
+def test_torchvision_efficientnet_weights_load_into_timm(tmp_path):
+    """torchvision names its tensors ``features.N...``: after renaming, timm computes the same features."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    source = torchvision.models.efficientnet_b0(weights=None).eval()  # random weights: nothing downloads
+    torch.save(source.state_dict(), tmp_path / "tv.pt")
+    target = build_model("efficientnet_b0", "linear", 0.0)
+    missing, unexpected = load_backbone_weights(target.backbone, tmp_path / "tv.pt")
+    assert missing == [] and unexpected == []
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = source.features(x)
+        got = target.backbone.eval().forward_features(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_torchvision_weights_of_another_size_are_rejected(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    torch.save(torchvision.models.efficientnet_b1(weights=None).state_dict(), tmp_path / "tv_b1.pt")
+    with pytest.raises(ModelError, match="do not fit"):
+        load_backbone_weights(build_model("efficientnet_b0").backbone, tmp_path / "tv_b1.pt")

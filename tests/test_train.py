@@ -8,11 +8,13 @@ from gclf.model import build_model
 from gclf.params import AugmentParams
 from gclf.train import (
     FitConfig,
+    FitResult,
     adam_plateau,
     adamw_schedule,
     fit,
     freeze_backbone,
     layer_decay_groups,
+    save_phase,
     select_device,
 )
 
@@ -43,7 +45,7 @@ def phase2_run(epochs, state_path=None, ema_decay=0.0):
         optimizer,
         scheduler,
         cfg,
-        train_transform(NO_AUGMENT, SIZE),
+        [train_transform(NO_AUGMENT, SIZE)] * 2,
         select_device("cpu", 1),
         state_path=state_path,
         state_key="k",
@@ -107,7 +109,7 @@ def test_phase1_freezes_backbone_weights_and_batchnorm_stats():
         optimizer,
         scheduler,
         cfg,
-        train_transform(NO_AUGMENT, SIZE),
+        [train_transform(NO_AUGMENT, SIZE)] * 2,
         select_device("cpu", 1),
     )
     for key, value in result.model.backbone.state_dict().items():
@@ -127,3 +129,20 @@ def test_layer_decay_gives_lower_stages_smaller_learning_rates():
     assert head_group["lr"] == 1.0 and stem_group["lr"] < head_group["lr"] / 8
     assert all(g["weight_decay"] == 0.0 for g in groups if all(p.ndim == 1 for p in g["params"]))
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_plateau_schedule_cuts_the_rate_when_the_monitor_stalls():
+    model = build_model("test_efficientnet", "linear", 0.0)
+    optimizer, scheduler = adamw_schedule(model, 1e-3, 0.0, 1.0, "plateau", 0.2, 10, (0.5, 0, "val_auc"))
+    scheduler.step(0.8)
+    scheduler.step(0.7)  # worse, patience 0: cut
+    assert [g["lr"] for g in optimizer.param_groups] == [5e-4] * len(optimizer.param_groups)
+
+
+def test_a_phase_of_zero_epochs_replaces_the_curves_of_an_earlier_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "phase.tsv").write_text("epoch\tval_auc\n1\t0.9\n")  # an earlier run's curve
+    save_phase("phase", FitResult(build_model("test_efficientnet", "linear", 0.0)), {"arch": "x"}, "val_auc")
+    assert (tmp_path / "plots" / "phase.tsv").read_text() == "epoch\n"
+    assert (tmp_path / "plots" / "phase.png").stat().st_size > 0

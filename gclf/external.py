@@ -1,0 +1,79 @@
+"""``gclf evaluate``: any trained artifact on any labelled dataset, scored like the evaluate stage.
+
+The dataset is read with the split stage's scanners (every ``data.format`` but synthetic), so a
+folder with ``female/`` and ``male/`` inside, a presplit layout, a CSV manifest or UTKFace all
+work; images are decoded and predicted by :class:`gclf.predict.Predictor`, exactly as ``gclf
+predict`` and the pipeline do. Files that cannot be used are skipped and counted, as in split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gclf.data import SCANNERS, DataError, Record, Rejected
+from gclf.metrics import audit_scalars, binary_metrics, bootstrap_ci, subgroup_audit
+from gclf.predict import Predictor
+
+SPLIT_CHOICES = ("all", "test")
+
+
+def scan_labelled(path: str, fmt: str, split: str = "all") -> tuple[list[Record], Rejected]:
+    """(records, rejected) of a labelled dataset; ``split="test"`` keeps a presplit layout's test
+    folder only. Stops with :class:`DataError` when nothing is left to evaluate."""
+    if fmt not in SCANNERS:
+        raise DataError(f"unknown dataset format {fmt!r}: use one of {', '.join(SCANNERS)}")
+    if split not in SPLIT_CHOICES:
+        raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLIT_CHOICES)}")
+    if split == "test" and fmt != "presplit":
+        raise DataError(f"--split test needs --format presplit; a {fmt} dataset has no test folder, use --split all")
+    records, rejected = SCANNERS[fmt](path)
+    if split == "test":
+        records = [r for r in records if r.split == "test"]
+        if not records:
+            raise DataError(f"{path}: no test folder with images")
+    if not records:
+        raise DataError(f"{path}: no labelled images found for --format {fmt}")
+    return records, rejected
+
+
+def evaluate_artifact(
+    predictor: Predictor,
+    records: list[Record],
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    min_group_size: int = 30,
+    progress: bool = False,
+) -> tuple[dict[str, float], Rejected]:
+    """Metrics of ``predictor`` on ``records`` at its threshold: :func:`binary_metrics`, 95 %
+    bootstrap intervals for accuracy, F1 and ROC-AUC (``bootstrap`` resamples, 0 = none), the
+    subgroup audit when the records carry metadata, ``images`` used and ``threshold``.
+
+    Returns (metrics, unreadable files with their reasons); stops with :class:`DataError` when no
+    image could be read.
+    """
+    rows = predictor.predict([r.path for r in records], progress=progress)
+    unreadable = [(row["path"], row["error"]) for row in rows if row["error"]]
+    used = [(record, row["probability"]) for record, row in zip(records, rows) if not row["error"]]
+    if not used:
+        first = unreadable[0]
+        raise DataError(f"none of the {len(records)} images could be read (first: {first[0]}: {first[1]})")
+    labels = np.array([record.label for record, _ in used])
+    probs = np.array([prob for _, prob in used], dtype=np.float32)  # float32, as the pipeline compares
+    threshold = predictor.threshold
+    report: dict[str, float] = {"images": len(used), "threshold": threshold, **binary_metrics(labels, probs, threshold)}
+    if bootstrap:
+        for name, (low, high) in bootstrap_ci(labels, probs, threshold, resamples=bootstrap, seed=seed).items():
+            report.update({f"{name}_ci_low": low, f"{name}_ci_high": high})
+    audit = subgroup_audit(labels, probs, threshold, [record.meta for record, _ in used], min_group_size)
+    report.update(audit_scalars(audit))
+    return report, unreadable
+
+
+def skipped_summary(rejected: Rejected, shown: int = 5) -> str:
+    """``skipped N files`` with the first few paths and reasons, for stderr."""
+    lines = [f"skipped {len(rejected)} file{'s' * (len(rejected) != 1)}:"]
+    lines += [f"  {path}: {reason}" for path, reason in rejected[:shown]]
+    if len(rejected) > shown:
+        lines.append(f"  ... and {len(rejected) - shown} more")
+    return "\n".join(lines)

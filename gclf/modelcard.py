@@ -1,0 +1,235 @@
+"""The model card (``reports/model_card.md``): what the model is, how it was made and measured,
+and where it must not be trusted, rendered from params and saved metrics only.
+
+Everything comes from the arguments, with no dates or absolute paths, so the same results give
+the same bytes and ``git diff`` on the card shows what an experiment changed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+from gclf.metrics import accuracy_gap
+from gclf.model import CLASSES
+from gclf.params import Params
+
+
+def _ci(evaluation: Mapping[str, float], prefix: str, name: str) -> str:
+    """``0.790 [0.743, 0.837]``: a test metric with its bootstrap interval when there is one."""
+    value = f"{evaluation[f'{prefix}test_{name}']:.3f}"
+    low, high = evaluation.get(f"{prefix}test_{name}_ci_low"), evaluation.get(f"{prefix}test_{name}_ci_high")
+    if low is None or high is None or math.isnan(low) or math.isnan(high):  # evaluate.bootstrap = 0
+        return value
+    return f"{value} [{low:.3f}, {high:.3f}]"
+
+
+def _data_section(p: Params, data: Mapping[str, int]) -> list[str]:
+    d = p.data
+    if d.format == "synthetic":
+        source = (
+            f"the embedded synthetic dataset: {d.synthetic_count} generated face drawings "
+            f"({d.synthetic_female_fraction:.0%} female), not photographs of people"
+        )
+    else:
+        source = f"`{d.path}` read as `data.format={d.format}`"
+    lines = [
+        "## Data and splits",
+        "",
+        f"Source: {source}. Images are resized to {d.image_size} x {d.image_size} px.",
+        f"Splits are stratified by class with seed {p.seed} (validation {d.val_fraction:.0%}, "
+        f"test {d.test_fraction:.0%}); exact duplicates are kept in one split only.",
+        "",
+        "| split | male | female | total |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {s} | {data[f'{s}_male']} | {data[f'{s}_female']} | {data[f'{s}_total']} |"
+        for s in ("train", "val", "test")
+    ]
+    lines += [
+        "",
+        f"Scanned {data['scanned']} files, kept {data['kept']}: {data['duplicates_removed']} duplicates removed, "
+        f"{data['conflicting_dropped']} images with conflicting labels dropped, {data['unreadable']} unreadable "
+        f"and {data['bad_names']} badly named files skipped (`data/splits/skipped.csv`).",
+        "",
+    ]
+    return lines
+
+
+def _training_section(p: Params, meta: Mapping, phase1: Mapping, phase2: Mapping) -> list[str]:
+    m, a, p1, p2 = p.model, p.augment, p.phase1, p.phase2
+    start = "ImageNet weights" if m.pretrained else ("local weights" if m.weights else "random initialisation")
+    loss = p.loss + (f" (gamma {p.focal.gamma:g}, alpha {p.focal.alpha:g})" if p.loss == "focal" else "")
+    sampler = ", classes drawn equally often" if p.data.weighted_sampler else ""
+    augment = (
+        f"random resized crop (scale >= {a.crop_scale:g}), horizontal flip {a.hflip:g}, rotation +-{a.rotation:g} "
+        f"degrees, colour jitter {a.color_jitter:g}, grayscale {a.grayscale:g}, random erasing {a.erasing:g}"
+    )
+
+    def best(phase: Mapping) -> str:
+        return (
+            f"best epoch {phase['best_epoch']} of {phase['epochs_run']} by {phase['monitor']}: validation "
+            f"AUC {phase['val_auc']:.3f}, accuracy {phase['val_accuracy']:.3f}, F1 {phase['val_f1']:.3f}"
+        )
+
+    return [
+        "## Training recipe",
+        "",
+        f"- Model: timm `{meta['arch']}` from {start}, `{meta['head']}` head, dropout {meta['dropout']:g}; one "
+        f"logit, P({CLASSES[1]}) by sigmoid; input RGB {meta['image_size']} px in [0, 1], normalisation inside.",
+        f"- Loss: {loss}{sampler}; seed {p.seed}.",
+        f"- Augmentation (training only, both classes alike): {augment}.",
+        f"- Phase 1, frozen backbone: {p1.epochs} epochs, batch {p1.batch_size}, Adam lr {p1.lr:g}, "
+        f"weight decay {p1.weight_decay:g}, LR reduced on plateau; {best(phase1)}.",
+        f"- Phase 2, whole network: {p2.epochs} epochs, batch {p2.batch_size}, AdamW lr {p2.lr:g}, "
+        f"weight decay {p2.weight_decay:g}, {p2.schedule} schedule (warmup {p2.warmup_fraction:g}), layer decay "
+        f"{p2.layer_decay:g}, gradient clip {p2.grad_clip:g}, EMA {p2.ema_decay:g}; {best(phase2)}. "
+        "This checkpoint is the one evaluated.",
+        "",
+    ]
+
+
+def _results_section(p: Params, thresholds: Mapping, evaluation: Mapping[str, float]) -> list[str]:
+    e = evaluation
+    n = int(e["test_tp"] + e["test_fp"] + e["test_tn"] + e["test_fn"])
+    intervals = (
+        f"Brackets: 95 % bootstrap intervals ({p.evaluate.bootstrap} resamples)."
+        if p.evaluate.bootstrap
+        else "No intervals (`evaluate.bootstrap` is 0)."
+    )
+    lines = [
+        "## Results",
+        "",
+        f"On the held-out test split ({n} images), at thresholds chosen on the validation split only by "
+        f"`{thresholds['criterion']}` (test images never chose anything). {intervals}",
+        "",
+        "| inference | threshold | accuracy | balanced accuracy | F1 (female) | ROC-AUC | PR-AUC | ECE |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for prefix, name in (("", "plain"), ("tta_", "TTA: " + ", ".join(p.tta.views))):
+        lines.append(
+            f"| {name} | {thresholds[f'{prefix}threshold']:.2f} | {_ci(e, prefix, 'accuracy')} "
+            f"| {e[f'{prefix}test_balanced_accuracy']:.3f} | {_ci(e, prefix, 'f1')} | {_ci(e, prefix, 'roc_auc')} "
+            f"| {e[f'{prefix}test_pr_auc']:.3f} | {e[f'{prefix}test_ece']:.3f} |"
+        )
+    majority = max(e["test_tn"] + e["test_fp"], e["test_tp"] + e["test_fn"]) / n
+    lines += [
+        "",
+        f"Plain inference: {e['test_tp']} women and {e['test_tn']} men right, {e['test_fn']} women called men, "
+        f"{e['test_fp']} men called women; recall {e['test_female_recall']:.3f} (female) and "
+        f"{e['test_male_recall']:.3f} (male). Always answering the larger class would score {majority:.3f}.",
+        "",
+        "Figures: `plots/evaluation.png` (ROC, precision-recall, confusion, reliability), `plots/gradcam.png` "
+        "(Grad-CAM heat maps of right and wrong predictions), `plots/errors.png` (the most confident mistakes), "
+        "`plots/subgroups.png`.",
+        "",
+    ]
+    return lines
+
+
+def _subgroup_section(audit: Mapping[str, Sequence[Mapping]], min_count: int) -> list[str]:
+    lines = ["## Subgroups", ""]
+    if not audit:
+        return lines + [
+            "The test manifest carries no categorical metadata (such as UTKFace's age band and race), so "
+            "no subgroup could be audited: the results above may hide large differences between groups.",
+            "",
+        ]
+    lines += [
+        f"Plain inference on the test split, per metadata group. Groups under {min_count} images "
+        "(`evaluate.min_group_size`) are marked small: their numbers are shown but too noisy to compare, "
+        "and they are left out of the gap.",
+        "",
+    ]
+    for column, rows in audit.items():
+        lines += [f"**{column}**", "", "| group | images | accuracy | F1 (female) | |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {r['group']} | {r['count']} | {r['accuracy']:.3f} | {r['f1']:.3f} | {'small' if r['small'] else ''} |"
+            for r in rows
+        ]
+        gap = accuracy_gap(rows)
+        if gap is None:
+            lines += ["", "Fewer than two groups are large enough to compare.", ""]
+        else:
+            large = [r for r in rows if not r["small"]]
+            low = min(large, key=lambda r: r["accuracy"])
+            high = max(large, key=lambda r: r["accuracy"])
+            lines += ["", f"Largest accuracy gap: {gap:.3f} ({high['group']} vs {low['group']}).", ""]
+    return lines
+
+
+def _intended_use() -> list[str]:
+    return [
+        "## Intended use",
+        "",
+        "A worked example of a reproducible training, evaluation and quantization pipeline, and a baseline "
+        "for research on face attribute classification with consenting or public benchmark data. "
+        "It is not for decisions about people: not for access control, hiring, policing, advertising "
+        "targeting, or inferring anyone's gender identity.",
+        "",
+    ]
+
+
+def _limits_and_ethics(p: Params) -> list[str]:
+    synthetic = p.data.format == "synthetic"
+    return [
+        "## Limits",
+        "",
+        (
+            "- Trained and tested on synthetic drawings: these numbers say nothing about photographs of people."
+            if synthetic
+            else "- Measured on one dataset's test split: other cameras, crops, ages and populations will score "
+            "differently; measure them with `gclf evaluate --data PATH --model ARTIFACT`."
+        ),
+        f"- Input is one roughly centred face at {p.data.image_size} px; there is no face detector, and "
+        "images without a face still get a probability.",
+        "- Probabilities are not calibrated beyond what ECE and the reliability plot show; the threshold was "
+        "tuned for one criterion on the validation split and trades one class's errors for the other's.",
+        "- Intervals cover resampling of this test split only, not a change of population.",
+        "",
+        "## Ethical considerations",
+        "",
+        "- Binary labels: the model sorts every face into male or female as the dataset labelled it. It "
+        "cannot represent non-binary people, and appearance is not gender identity.",
+        "- Bias: accuracy differs between groups (see Subgroups), and groups absent from the metadata are not "
+        "audited at all. Datasets such as UTKFace have skewed age and race distributions and labels assigned "
+        "by annotators.",
+        "- Privacy: face images are personal data. Use images only with a lawful basis and consent, do not "
+        "keep them longer than needed, and do not run the model on people without their knowledge.",
+        "",
+    ]
+
+
+def render_model_card(
+    p: Params,
+    meta: Mapping,
+    data: Mapping[str, int],
+    phase1: Mapping,
+    phase2: Mapping,
+    thresholds: Mapping,
+    evaluation: Mapping[str, float],
+    audit: Mapping[str, Sequence[Mapping]],
+) -> str:
+    """The model card as Markdown, from the validated params, the evaluated checkpoint's ``meta``
+    (:func:`gclf.model.artifact_meta`), ``metrics/data.json``,
+    ``metrics/train_phase{1,2}.json``, ``metrics/threshold.json``, the evaluation metrics (the
+    ``test_*`` and ``tta_test_*`` keys of ``metrics/eval.json``) and the subgroup audit."""
+    lines = [
+        f"# Model card: {CLASSES[0]}/{CLASSES[1]} face classifier (`{meta['arch']}`)",
+        "",
+        "Generated by the `evaluate` stage from `params.yaml` and the saved metrics; edit the code "
+        "(`gclf/modelcard.py`), not this file.",
+        "",
+        f"Label 0 = {CLASSES[0]}, 1 = {CLASSES[1]} (the positive class). The model outputs P({CLASSES[1]}); an image "
+        f"is called {CLASSES[1]} when it reaches the threshold ({thresholds['threshold']:.2f} for plain inference, "
+        f"{thresholds['tta_threshold']:.2f} with TTA).",
+        "",
+    ]
+    lines += _intended_use()
+    lines += _data_section(p, data)
+    lines += _training_section(p, meta, phase1, phase2)
+    lines += _results_section(p, thresholds, evaluation)
+    lines += _subgroup_section(audit, p.evaluate.min_group_size)
+    lines += _limits_and_ethics(p)
+    return "\n".join(lines).rstrip("\n") + "\n"
