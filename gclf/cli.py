@@ -7,8 +7,9 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from gclf.errors import EXIT_SOME_INPUTS_FAILED, EXIT_USER_ERROR, UserError
 
@@ -30,15 +31,23 @@ def run_stage(main: Callable, params_path: str = "params.yaml") -> None:
         fail("interrupted; the next run resumes training from the last finished epoch")
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
+def bounded(kind: type, low: float, high: float, expected: str) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)`` within [low, high], else a message saying what was ``expected``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = bounded(int, 1, math.inf, "a whole number of at least 1")
+probability = bounded(float, 0.0, 1.0, "a number between 0 and 1")
 
 
 def add_predict_parser(sub: argparse._SubParsersAction) -> None:
@@ -106,17 +115,6 @@ def predict_command(args: argparse.Namespace) -> None:
     if failed:
         print(f"{len(failed)} of {len(rows)} inputs failed", file=sys.stderr)
         sys.exit(EXIT_SOME_INPUTS_FAILED)
-
-
-def probability(text: str) -> float:
-    """An argparse type: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
 
 
 def add_explain_parser(sub: argparse._SubParsersAction) -> None:
@@ -234,6 +232,50 @@ def evaluate_command(args: argparse.Namespace) -> None:
         write_json(args.out, report)
 
 
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``bench`` subcommand's arguments (handled by :func:`bench_command`)."""
+    bench = sub.add_parser(
+        "bench",
+        help="CPU speed and size of every artifact kind at any image size, with random weights",
+        description=(
+            "Build a model with random weights, write every artifact the quantize stage writes (static INT8 "
+            "calibrated on random images) to a temporary folder, and benchmark them as the benchmark stage "
+            "does: interleaved rounds, warm-up, fixed threads. For speed only; says nothing about accuracy."
+        ),
+    )
+    bench.add_argument("--arch", default="efficientnet_b0", help="timm model name (default efficientnet_b0)")
+    bench.add_argument("--head", default="mlp", choices=("mlp", "linear"))
+    bench.add_argument("--image-size", type=positive_int, default=224, help="pixels per side (default 224)")
+    bench.add_argument("--batch-size", type=positive_int, default=32, help="throughput batch (default 32)")
+    bench.add_argument("--threads", type=positive_int, default=2, help="CPU threads per runtime (default 2)")
+    bench.add_argument("--warmup", type=positive_int, default=3, help="untimed calls per runner (default 3)")
+    bench.add_argument("--repeats", type=positive_int, default=20, help="timed rounds (default 20)")
+    bench.add_argument("--calibration-images", type=positive_int, default=64, help="for static INT8 (default 64)")
+    bench.add_argument("--torch-compile", action="store_true", help="add an FP32 torch.compile row (slow to compile)")
+    bench.add_argument("--out", metavar="FILE.json", help="also write the numbers as JSON")
+
+
+def bench_command(args: argparse.Namespace) -> None:
+    from gclf.bench import random_weight_benchmark, report_table
+    from gclf.io import write_json
+
+    report = random_weight_benchmark(
+        args.arch,
+        args.image_size,
+        head=args.head,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        calibration_images=args.calibration_images,
+        torch_compile=args.torch_compile,
+    )
+    print(f"{args.arch}, random weights, {args.image_size} px, {args.threads} threads, {args.repeats} rounds")
+    print(report_table(report, args.batch_size))
+    if args.out:
+        write_json(args.out, report, digits=3)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gclf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -242,6 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     add_predict_parser(sub)
     add_explain_parser(sub)
     add_evaluate_parser(sub)
+    add_bench_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "check-params":
@@ -262,5 +305,7 @@ def main(argv: list[str] | None = None) -> None:
             explain_command(args)
         elif args.command == "evaluate":
             evaluate_command(args)
+        elif args.command == "bench":
+            bench_command(args)
     except UserError as e:
         fail(str(e))

@@ -81,7 +81,9 @@ def _training_section(p: Params, meta: Mapping, phase1: Mapping, phase2: Mapping
         f"- Loss: {loss}{sampler}; seed {p.seed}.",
         f"- Augmentation (training only, both classes alike): {augment}.",
         f"- Phase 1, frozen backbone: {p1.epochs} epochs, batch {p1.batch_size}, Adam lr {p1.lr:g}, "
-        f"weight decay {p1.weight_decay:g}, LR reduced on plateau; {best(phase1)}.",
+        f"weight decay {p1.weight_decay:g}, LR reduced on plateau; {best(phase1)}."
+        if phase1["epochs_run"]
+        else "- Phase 1, frozen backbone: skipped (0 epochs).",
         f"- Phase 2, whole network: {p2.epochs} epochs, batch {p2.batch_size}, AdamW lr {p2.lr:g}, "
         f"weight decay {p2.weight_decay:g}, {p2.schedule} schedule (warmup {p2.warmup_fraction:g}), layer decay "
         f"{p2.layer_decay:g}, gradient clip {p2.grad_clip:g}, EMA {p2.ema_decay:g}; {best(phase2)}. "

@@ -133,7 +133,7 @@ class EvaluateParams:
 
 @dataclass(frozen=True)
 class QuantizeParams:
-    calibration_images: int = between(1, 100_000, 300)
+    calibration_images: int = between(1, 100_000, 1000)
 
 
 @dataclass(frozen=True)

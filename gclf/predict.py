@@ -23,11 +23,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from gclf.bench import Runner
 from gclf.data import IMAGE_EXTENSIONS, WORKERS, csv_text, decode_image, image_files, is_image_name
 from gclf.errors import UserError
 from gclf.io import dumps_json, write_text
-from gclf.quantize import DYNAMIC_INT8, load_runner, read_artifact_meta
+from gclf.quantize import DYNAMIC_INT8, Runner, load_runner, read_artifact_meta
 from gclf.tta import predict_probs
 
 COLUMNS = ("path", "probability", "label", "error")

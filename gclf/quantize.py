@@ -26,9 +26,10 @@ import openvino.properties.hint as ov_hints
 import torch
 from torch import nn
 
-from gclf.bench import Runner
 from gclf.io import atomic_write
-from gclf.model import ModelError, build_model, load_model
+from gclf.model import ModelError, build_model, load_model, save_model
+
+Runner = Callable[[np.ndarray], np.ndarray]  # float32 pixels (N, 3, S, S) in [0, 1] -> float32 logits (N,)
 
 ONNX_OPSET = 18  # the opset the torch.export-based exporter targets natively (no version conversion)
 INPUT_NAME = "pixels"
@@ -139,6 +140,17 @@ def load_torch_artifact(path: str | Path) -> nn.Module:
     return model.eval()
 
 
+def write_artifacts(
+    model: nn.Module, meta: dict[str, Any], calibration: np.ndarray, paths: dict[str, str] = ARTIFACTS
+) -> None:
+    """Every artifact of :data:`ARTIFACTS` (at ``paths``) from an FP32 model: the checkpoint, the ONNX
+    export, the dynamic INT8 of the Linear layers and the static INT8 IR calibrated on ``calibration``."""
+    save_model(paths["fp32_eager"], model, meta)
+    export_onnx(model, paths["fp32_onnxruntime"], calibration.shape[-1], meta=meta)
+    save_dynamic_int8(paths["int8_dynamic_linear"], quantize_dynamic_linear(model), meta)
+    quantize_static(paths["fp32_onnxruntime"], calibration, paths["int8_static"], meta=meta)
+
+
 def _to_openvino(source: nn.Module | str | Path, image_size: int) -> ov.Model:
     """An OpenVINO model with a dynamic batch axis, from a torch module or an ONNX file."""
     if not isinstance(source, nn.Module):
@@ -168,7 +180,11 @@ def quantize_static(
         raise ValueError(f"calibration must be (N, 3, S, S), got {calibration.shape}")
     fp32 = _to_openvino(source, calibration.shape[-1])
     images = [image[None] for image in calibration.astype(np.float32, copy=False)]  # batches of one image
-    int8 = nncf.quantize(fp32, nncf.Dataset(images), subset_size=len(images))
+    # MIXED: asymmetric activation ranges (symmetric weights). EfficientNet's SiLU outputs are
+    # nearly all >= 0, so symmetric ranges waste half the INT8 levels: on the default run's
+    # validation split, 97.7 % of predictions agreed with FP32 at the swept threshold, against
+    # 90.3 % with the symmetric preset, for ~10 % more batch-1 latency.
+    int8 = nncf.quantize(fp32, nncf.Dataset(images), subset_size=len(images), preset=nncf.QuantizationPreset.MIXED)
     # NNCF leaves squeeze-excitation convolutions in FP32 on purpose (its SE_BLOCK ignored pattern:
     # they run on pooled 1x1 tensors, where INT8 saves no time), but their weights were 2.5 of the
     # 7.3 MB of EfficientNet-B0's IR. Weight-only INT8 for them (per channel, expanded to FP32 when

@@ -54,7 +54,8 @@ def main(p):
     subgroups_png("plots/subgroups.png", rows, f"test split by metadata group, threshold {threshold:.2f}")
 
     def caption(i: int, first_line: str) -> str:
-        return f"{first_line}: P(female) {probs[i]:.2f}\n{os.path.basename(records[i].path)}"
+        name = os.path.basename(records[i].path)  # cut so that neighbouring captions do not overlap
+        return f"{first_line}: P(female) {probs[i]:.2f}\n{name if len(name) <= 26 else name[:25] + '…'}"
 
     errors = most_confident(labels, probs, threshold, correct=False, n=p.evaluate.gallery_size)
     image_grid_png(

@@ -7,24 +7,15 @@ thresholds chosen on validation, TTA views), so `gclf predict` needs nothing els
 import numpy as np
 import torch
 
-from gclf.bench import REFERENCE, check_agreement
+from gclf.bench import FP32_ATOL, REFERENCE, check_agreement
 from gclf.cli import run_stage
 from gclf.data import load_split
 from gclf.io import read_json, write_json
 from gclf.metrics import binary_metrics
-from gclf.model import load_model, save_model
-from gclf.quantize import (
-    ARTIFACTS,
-    deployment_meta,
-    export_onnx,
-    load_runner,
-    quantize_dynamic_linear,
-    quantize_static,
-    save_dynamic_int8,
-)
+from gclf.model import load_model
+from gclf.quantize import ARTIFACTS, deployment_meta, load_runner, write_artifacts
 from gclf.tta import predict_probs
 
-ONNX_ATOL = 1e-3  # max |logit| difference between the ONNX export and PyTorch
 # One image per call: dynamic INT8 scales activations by the range of the whole batch, so its
 # prediction for an image moves with the other images in the batch (measured: 17 % of test
 # predictions flip between batch 1 and batch 300). Deployment sees single images.
@@ -36,19 +27,16 @@ def main(p):
     model, meta = load_model("models/train_phase2.pt")
     thresholds = read_json("metrics/threshold.json")
     meta = deployment_meta(meta, thresholds["threshold"], thresholds["tta_threshold"], p.tta.views)
-    save_model(ARTIFACTS["fp32_eager"], model, meta)
-    export_onnx(model, ARTIFACTS["fp32_onnxruntime"], size, meta=meta)
-    save_dynamic_int8(ARTIFACTS["int8_dynamic_linear"], quantize_dynamic_linear(model), meta)
     train_images = load_split("train", size)[0]
     picked = np.random.default_rng(p.seed).permutation(len(train_images))[: p.quantize.calibration_images]
     calibration = train_images[np.sort(picked)].float().div(255).numpy()
-    quantize_static(ARTIFACTS["fp32_onnxruntime"], calibration, ARTIFACTS["int8_static"], meta=meta)
+    write_artifacts(model, meta, calibration)
 
     images, labels, _ = load_split("test", size)
     threshold = thresholds["threshold"]
     runners = {name: load_runner(path, p.threads) for name, path in ARTIFACTS.items()}
     fp32_pair = {k: runners[k] for k in (REFERENCE, "fp32_onnxruntime")}
-    check_agreement(fp32_pair, images[:32].float().div(255).numpy(), atol=ONNX_ATOL)
+    check_agreement(fp32_pair, images[:32].float().div(255).numpy(), atol=FP32_ATOL)
     report, reference_preds = {}, None
     for name, runner in runners.items():
         probs = predict_probs(lambda x: torch.from_numpy(runner(x.numpy())), images, batch_size=EVAL_BATCH)

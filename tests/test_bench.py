@@ -1,11 +1,14 @@
-"""Benchmark bookkeeping with fake runners and a fake clock: no timing, so nothing flaky."""
+"""Benchmark bookkeeping with fake runners and a fake clock, so nothing is flaky; one end-to-end
+`gclf bench` on a tiny model checks the wiring, never the times."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
-from gclf import bench
+from gclf import bench, cli
 from gclf.bench import AgreementError, benchmark, check_agreement, cpu_info, machine_facts, round_orders
 
 
@@ -151,3 +154,31 @@ def test_check_agreement_on_rank_correlation_accepts_squashed_logits_and_rejects
     runners["broken"] = lambda x: noise[: len(x)]
     with pytest.raises(AgreementError, match="broken"):
         check_agreement(runners, pixels, min_correlation=0.9)
+
+
+def test_gclf_bench_measures_every_artifact_kind_of_a_random_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the artifacts must go to a temporary folder, never to models/
+    cli.main(
+        "bench --arch test_efficientnet --image-size 32 --batch-size 4 --threads 1 --warmup 1 --repeats 2 "
+        "--calibration-images 4 --out speed.json".split()
+    )
+    out = capsys.readouterr().out.splitlines()  # NNCF prints its own tables first
+    table = out[out.index("test_efficientnet, random weights, 32 px, 1 threads, 2 rounds") :]
+    rows = [line.split(" | ")[0].lstrip("| ") for line in table[3:]]
+    assert rows == ["fp32_eager", "int8_dynamic_linear", "fp32_onnxruntime", "int8_static", "fp32_openvino"]
+    report = json.loads((tmp_path / "speed.json").read_text())
+    assert report["fp32_eager_speedup_b1"] == 1.0 and report["fp32_eager_size_ratio"] == 1.0
+    assert report["int8_static_size_ratio"] < 0.6  # convolutions stored as INT8
+    assert report["fp32_onnxruntime_max_abs_diff"] <= bench.FP32_ATOL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["speed.json"]
+
+
+def test_report_table_has_a_row_per_runner_with_its_ratios():
+    report = {"fp32_eager_size_mb": 16.0, "int8_static_size_mb": 4.0}
+    for name, p50, img_s in (("fp32_eager", 20.0, 100.0), ("int8_static", 5.0, 900.0)):
+        report |= {f"{name}_b1_p50_ms": p50, f"{name}_b1_p90_ms": p50 + 1, f"{name}_b32_img_s": img_s}
+        report |= {f"{name}_speedup_b1": 20.0 / p50, f"{name}_speedup_b32": img_s / 100.0}
+    assert bench.report_table(report, 32).splitlines()[2:] == [
+        "| fp32_eager | 16.00 | 20.00 | 21.00 | 1.00x | 100 | 1.00x |",
+        "| int8_static | 4.00 | 5.00 | 6.00 | 4.00x | 900 | 9.00x |",
+    ]

@@ -141,7 +141,9 @@ def test_model_card_says_what_it_could_not_measure():
         evaluate=replace(Params().evaluate, bootstrap=0),
     )
     report = {k: float("nan") if "_ci_" in k else v for k, v in evaluation_report().items()}  # as bootstrap 0 gives
-    card = render_model_card(p, META, DATA, PHASE, PHASE, THRESHOLDS, report, {})
+    skipped = {"best_epoch": -1, "epochs_run": 0, "monitor": "val_auc"}  # train_phase1 with epochs 0
+    card = render_model_card(p, META, DATA, skipped, PHASE, THRESHOLDS, report, {})
+    assert "- Phase 1, frozen backbone: skipped (0 epochs)." in card
     assert "no subgroup could be audited" in card
     assert "No intervals" in card and "| plain | 0.64 | 0.750 | 0.733 | 0.667 | 0.800 |" in card
     assert "`data/faces` read as `data.format=imagefolder`" in card
