@@ -193,6 +193,17 @@ def _loader(dataset: ImageDataset, labels: torch.Tensor, cfg: FitConfig, epoch: 
     )
 
 
+def _average_buffers(world: int, *modules: nn.Module) -> None:
+    """Average floating buffers (BatchNorm statistics) across DDP ranks. DDP keeps parameters equal,
+    but each rank updates the statistics on its own shard; unequal ones would make the ranks
+    validate different models and disagree on the best epoch and on early stopping."""
+    for module in modules:
+        for buffer in module.buffers():
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer)
+                buffer.div_(world)
+
+
 def _val_row(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device) -> dict[str, float]:
     probs = predict_probs(model, images, device=device)
     m = binary_metrics(labels.numpy(), probs)
@@ -289,6 +300,8 @@ def fit(
             losses.append(loss.item() * len(y))
         state["train_s"] += time.perf_counter() - start
         state["train_images"] += sum(len(y) for y in labels_seen) * world
+        if world > 1:
+            _average_buffers(world, model, *([ema] if ema is not None else []))
 
         eval_model = ema.module if ema is not None else model
         seen = torch.cat(labels_seen).numpy()
@@ -316,10 +329,11 @@ def fit(
         else:
             state["stale_epochs"] += 1
         state["epoch"] = epoch + 1
-        print(
-            f"{desc} epoch {epoch + 1}/{cfg.epochs}: "
-            + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "lr"))
-        )
+        if rank == 0:
+            print(
+                f"{desc} epoch {epoch + 1}/{cfg.epochs}: "
+                + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "lr"))
+            )
         if state_path and rank == 0:
             saved = {
                 "key": state_key,
@@ -393,11 +407,14 @@ def run_phase(
 def save_phase(name: str, result: FitResult, meta: dict, monitor: str) -> None:
     """Write a phase's outputs: ``models/NAME.pt``, ``metrics/NAME.json`` (best epoch's validation
     scores; deterministic), ``metrics/speed/NAME.json`` (timing; varies run to run),
-    ``plots/NAME.tsv`` (per-epoch history for ``dvc plots``) and ``plots/NAME.png``."""
+    ``plots/NAME.tsv`` (per-epoch history for ``dvc plots``) and ``plots/NAME.png``. Under
+    ``torchrun`` only rank 0 writes: every rank holds the same result."""
     from gclf.io import write_json
     from gclf.model import save_model
     from gclf.plots import training_curves_png, write_table
 
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return
     save_model(f"models/{name}.pt", result.model, meta)
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), {})
     write_json(

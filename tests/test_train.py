@@ -146,3 +146,40 @@ def test_a_phase_of_zero_epochs_replaces_the_curves_of_an_earlier_run(tmp_path, 
     save_phase("phase", FitResult(build_model("test_efficientnet", "linear", 0.0)), {"arch": "x"}, "val_auc")
     assert (tmp_path / "plots" / "phase.tsv").read_text() == "epoch\n"
     assert (tmp_path / "plots" / "phase.png").stat().st_size > 0
+
+
+DDP_SCRIPT = """
+import os, sys, torch
+sys.path.insert(0, {tests!r})
+from test_train import phase2_run
+from gclf.train import save_phase
+
+result = phase2_run(epochs=2, ema_decay=0.9)
+rank = os.environ["RANK"]
+torch.save(result.model.state_dict(), f"rank{{rank}}.pt")
+os.makedirs(f"rank{{rank}}")
+os.chdir(f"rank{{rank}}")
+save_phase("ddp", result, {{"arch": "test_efficientnet"}}, "val_auc")
+"""
+
+
+def test_torchrun_ddp_on_cpu_trains_one_model_and_rank_0_writes(tmp_path):
+    """Two gloo processes, as `torchrun --nproc_per_node=2 stages/train_phase2.py` starts them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "ddp.py").write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent)))
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "ddp.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    # one model: gradients averaged by DDP, BatchNorm statistics by the loop
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert (tmp_path / "rank0/models/ddp.pt").exists() and (tmp_path / "rank0/metrics/ddp.json").exists()
+    assert not (tmp_path / "rank1/models").exists()
