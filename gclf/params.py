@@ -48,7 +48,7 @@ class DataParams:
     val_fraction: float = between(0.01, 0.5, 0.15)
     test_fraction: float = between(0.01, 0.5, 0.15)
     image_size: int = between(16, 1024, 64)
-    synthetic_count: int = between(20, 100_000, 2000)
+    synthetic_count: int = between(20, 100_000, 4000)
     synthetic_female_fraction: float = between(0.05, 0.95, 0.3)
     weighted_sampler: bool = False  # draw each class equally often in training
     num_workers: int = between(0, 64, 0)  # DataLoader workers; images are decoded once, so 0 is usually best
@@ -95,7 +95,7 @@ class Phase1Params:
 
 @dataclass(frozen=True)
 class Phase2Params:
-    epochs: int = between(0, 1000, 12)
+    epochs: int = between(0, 1000, 20)
     batch_size: int = between(1, 4096, 64)
     lr: float = between(0.0, 10.0, 3e-3, open_lo=True)
     weight_decay: float = between(0.0, 1.0, 0.01)
@@ -105,7 +105,7 @@ class Phase2Params:
     plateau_factor: float = between(0.01, 0.99, 0.5)  # plateau
     plateau_patience: int = between(0, 100, 1)  # plateau
     grad_clip: float = between(0.0, 1000.0, 1.0)  # max gradient norm; 0 = off
-    ema_decay: float = between(0.0, 0.99999, 0.0)  # 0 = off
+    ema_decay: float = between(0.0, 0.99999, 0.99)  # 0 = off
     early_stop_patience: int = between(0, 1000, 0)  # epochs without improvement; 0 = off
     monitor: str = choice(*MONITORS, default="val_auc")
 
