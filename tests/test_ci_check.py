@@ -74,3 +74,7 @@ def test_subgroup_tolerance_grows_with_fewer_images(check):
 
 def test_a_metric_that_disappears_fails(check):
     assert check({"metrics/eval.json": {"test_accuracy": (0.8, None)}}) == 1
+
+
+def test_a_decision_that_disappears_fails(check):
+    assert check({"metrics/threshold.json": {"threshold": (0.6, None)}}) == 1
