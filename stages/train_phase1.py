@@ -20,7 +20,7 @@ def main(p):
     seed_everything(p.seed)  # the model's initial weights
     model = build_model(p.model.arch, p.model.head, p.model.dropout, p.model.pretrained)
     if p.model.weights:
-        missing, unexpected = load_backbone_weights(model.backbone, p.model.weights)
+        missing, unexpected = load_backbone_weights(model, p.model.weights)
         print(f"loaded {p.model.weights}: {len(missing)} missing keys, {len(unexpected)} unexpected keys")
     optimizer, scheduler = adam_plateau(
         freeze_backbone(model),
@@ -41,7 +41,7 @@ def main(p):
     )
     inputs = ["data/splits/train.csv", "data/splits/val.csv"]
     result = run_phase("train_phase1", p, model, optimizer, scheduler, cfg, train[:2], val[:2], device, inputs)
-    meta = artifact_meta(p.model.arch, p.model.head, p.model.dropout, p.data.image_size)
+    meta = artifact_meta(p.model.arch, p.model.head, p.model.dropout, p.data.image_size, model)
     save_phase("train_phase1", result, meta, cfg.monitor)
 
 
