@@ -8,7 +8,8 @@ differently, and training from scratch grows that into a different model of the 
 - data counts (metrics/data.json, subgroup sizes) must match exactly;
 - decisions (the thresholds, the best epoch) are the argmax of a validation curve that is flat
   near its top, so a model of the same quality may pick a distant one: they are not compared, the
-  validation scores they reach are, and so is every test score measured at them;
+  validation scores they reach are, and so is every test score measured at them; likewise the
+  temperature, fitted to the model it calibrates: the calibration error it reaches is compared;
 - confusion counts follow from the per-class recalls and the class counts, which are compared:
   not compared again;
 - a score may move by ABS_TOL + REL_TOL * |committed value|; a subgroup's scores are measured on
@@ -24,7 +25,7 @@ ABS_TOL = 0.03
 REL_TOL = 0.05
 TIMING = ("metrics/speed/", "metrics/benchmark.json")
 EXACT = ("metrics/data.json",)
-DECISIONS = ("threshold", "tta_threshold", "best_epoch")
+DECISIONS = ("threshold", "tta_threshold", "best_epoch", "temperature")
 CONFUSION = ("_tp", "_fp", "_tn", "_fn")  # counts of the test split
 
 

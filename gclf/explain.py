@@ -48,7 +48,7 @@ def explain_png(
         raise DataError(f"{image_path}: {error}")
     image = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None]  # a copy: decoded arrays are read-only
     with torch.no_grad():
-        prob = float(torch.sigmoid(model(image.float() / 255))[0])
+        prob = float(torch.sigmoid(model(image.float() / 255) / meta.get("temperature", 1.0))[0])
     target = int(prob >= threshold) if target is None else target
     cams, _ = grad_cam(model, image.float() / 255, classes=torch.tensor([target]), layer=layer)
     predicted = CLASSES[int(prob >= threshold)]

@@ -148,7 +148,7 @@ def one_image_per_call(runner: Runner) -> Runner:
 class Predictor:
     """Any gclf artifact (``.pt`` FP32 or dynamic INT8, ``.onnx``, OpenVINO ``.xml``) as an image labeller.
 
-    Everything inference needs (image size, classes, threshold, TTA views) comes from the artifact;
+    Everything inference needs (image size, classes, temperature, threshold, TTA views) comes from the artifact;
     ``threshold`` overrides the artifact's. ``threshold_source`` says where the threshold came
     from: ``"argument"``, ``"artifact"``, or ``"default"`` (0.5, for a checkpoint without one).
     """
@@ -177,6 +177,7 @@ class Predictor:
             self.threshold, self.threshold_source = float(stored), "artifact"
         else:
             self.threshold, self.threshold_source = DEFAULT_THRESHOLD, "default"
+        self.temperature = float(self.meta.get("temperature", 1.0))  # 1: an artifact made before calibration
         self.batch_size = batch_size
         runner = load_runner(self.model_path, threads)
         self._runner = one_image_per_call(runner) if self.meta.get("quantization") == DYNAMIC_INT8 else runner
@@ -188,7 +189,7 @@ class Predictor:
         def logits(x: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(self._runner(np.ascontiguousarray(x.numpy())))
 
-        return predict_probs(logits, images, batch_size=len(images), views=self.views)
+        return predict_probs(logits, images, batch_size=len(images), views=self.views, temperature=self.temperature)
 
     def _decode(self, entry: tuple[str, str]) -> tuple[np.ndarray | None, str]:
         path, error = entry

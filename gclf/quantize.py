@@ -47,11 +47,18 @@ ARTIFACTS = {  # benchmark row name -> pipeline file, reference first (the quant
 
 
 def deployment_meta(
-    meta: dict[str, Any], threshold: float, tta_threshold: float, tta_views: list[str] | tuple[str, ...]
+    meta: dict[str, Any],
+    threshold: float,
+    tta_threshold: float,
+    tta_views: list[str] | tuple[str, ...],
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
-    """A checkpoint's meta plus what deployment needs: the tuned thresholds, the TTA views, the input contract."""
+    """A checkpoint's meta plus what deployment needs: the temperature and thresholds fitted on
+    validation (P = sigmoid(logit / temperature), compared with the threshold), the TTA views,
+    the input contract."""
     return {
         **meta,
+        "temperature": temperature,
         "threshold": threshold,
         "tta_threshold": tta_threshold,
         "tta_views": list(tta_views),

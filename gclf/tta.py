@@ -41,20 +41,42 @@ def view_batches(x: torch.Tensor, views: Sequence[str]) -> list[torch.Tensor]:
     return out
 
 
+def inference_views(tta_views: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Metric key prefix -> views: plain inference (``""``) and TTA (``"tta_"``), as the stages report them."""
+    return {"": ("identity",), "tta_": tuple(tta_views)}
+
+
 @torch.no_grad()
-def predict_probs(
+def view_logits(
     model: Callable[[torch.Tensor], torch.Tensor],
     images: torch.Tensor,
     batch_size: int = 128,
     views: Sequence[str] = ("identity",),
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
-    """Probability of the positive class for uint8 images (N, 3, S, S), averaged over ``views``."""
+    """Logits (V, N) of uint8 images (N, 3, S, S), one row per view batch (corner_crops gives four)."""
     if isinstance(model, torch.nn.Module):
         model.eval()
-    probs = []
+    logits = []
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device).float().div_(255)
-        batches = view_batches(x, views)
-        probs.append(torch.stack([torch.sigmoid(model(v).float()) for v in batches]).mean(0).cpu())
-    return torch.cat(probs).numpy() if probs else np.zeros(0, dtype=np.float32)
+        logits.append(torch.stack([model(v).float() for v in view_batches(x, views)]).cpu())
+    return torch.cat(logits, dim=1).numpy() if logits else np.zeros((1, 0), dtype=np.float32)
+
+
+def probs_from_logits(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """P(positive) averaged over views (rows of ``logits``), each view's logit divided by ``temperature``."""
+    return torch.sigmoid(torch.from_numpy(np.asarray(logits, np.float32)) / temperature).mean(0).numpy()
+
+
+def predict_probs(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    batch_size: int = 128,
+    views: Sequence[str] = ("identity",),
+    device: torch.device | str = "cpu",
+    temperature: float = 1.0,
+) -> np.ndarray:
+    """Probability of the positive class for uint8 images (N, 3, S, S), averaged over ``views``,
+    calibrated by ``temperature`` (fitted on validation, see :func:`gclf.threshold.fit_temperature`)."""
+    return probs_from_logits(view_logits(model, images, batch_size, views, device), temperature)

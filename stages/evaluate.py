@@ -10,12 +10,20 @@ from gclf.cli import run_stage
 from gclf.data import load_split
 from gclf.gradcam import cam_cases, grad_cam
 from gclf.io import read_json, write_json, write_text
-from gclf.metrics import audit_scalars, binary_metrics, bootstrap_ci, calibration_bins, most_confident, subgroup_audit
+from gclf.metrics import (
+    audit_scalars,
+    binary_metrics,
+    bootstrap_ci,
+    calibration_bins,
+    expected_calibration_error,
+    most_confident,
+    subgroup_audit,
+)
 from gclf.model import CLASSES, load_model
 from gclf.modelcard import render_model_card
 from gclf.plots import evaluation_png, image_grid_png, pr_rows, roc_rows, subgroup_rows, subgroups_png, write_table
 from gclf.train import select_device
-from gclf.tta import predict_probs
+from gclf.tta import inference_views, probs_from_logits, view_logits
 
 
 def main(p):
@@ -25,12 +33,16 @@ def main(p):
     model, meta = load_model("models/train_phase2.pt")
     model = model.to(device)
     thresholds = read_json("metrics/threshold.json")
-    views = {"": ("identity",), "tta_": p.tta.views}  # metric key prefix -> TTA views
-    probs_by = {prefix: predict_probs(model, images, views=v, device=device) for prefix, v in views.items()}
+    temperature = thresholds["temperature"]  # fitted on validation
+    logits = {
+        prefix: view_logits(model, images, views=v, device=device) for prefix, v in inference_views(p.tta.views).items()
+    }
+    probs_by = {prefix: probs_from_logits(rows, temperature) for prefix, rows in logits.items()}
     report = {}
     for prefix, probs in probs_by.items():
         threshold = thresholds[f"{prefix}threshold"]
         report.update({f"{prefix}test_{k}": v for k, v in binary_metrics(labels, probs, threshold).items()})
+        report[f"{prefix}test_ece_uncalibrated"] = expected_calibration_error(labels, probs_from_logits(logits[prefix]))
         for name, (lo, hi) in bootstrap_ci(
             labels, probs, threshold, resamples=p.evaluate.bootstrap, seed=p.seed
         ).items():

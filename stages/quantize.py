@@ -26,7 +26,8 @@ def main(p):
     size = p.data.image_size
     model, meta = load_model("models/train_phase2.pt")
     thresholds = read_json("metrics/threshold.json")
-    meta = deployment_meta(meta, thresholds["threshold"], thresholds["tta_threshold"], p.tta.views)
+    temperature = thresholds["temperature"]
+    meta = deployment_meta(meta, thresholds["threshold"], thresholds["tta_threshold"], p.tta.views, temperature)
     train_images = load_split("train", size)[0]
     picked = np.random.default_rng(p.seed).permutation(len(train_images))[: p.quantize.calibration_images]
     calibration = train_images[np.sort(picked)].float().div(255).numpy()
@@ -39,7 +40,9 @@ def main(p):
     check_agreement(fp32_pair, images[:32].float().div(255).numpy(), atol=FP32_ATOL)
     report, reference_preds = {}, None
     for name, runner in runners.items():
-        probs = predict_probs(lambda x: torch.from_numpy(runner(x.numpy())), images, batch_size=EVAL_BATCH)
+        probs = predict_probs(
+            lambda x: torch.from_numpy(runner(x.numpy())), images, batch_size=EVAL_BATCH, temperature=temperature
+        )
         preds = probs >= threshold
         reference_preds = preds if reference_preds is None else reference_preds
         m = binary_metrics(labels.numpy(), probs, threshold)

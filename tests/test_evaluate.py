@@ -99,7 +99,7 @@ DATA = {
 }
 PHASE = {"best_epoch": 3, "epochs_run": 4, "monitor": "val_auc", "val_auc": 0.8, "val_accuracy": 0.75, "val_f1": 0.6}
 META = {"arch": "efficientnet_b0", "head": "mlp", "dropout": 0.3, "image_size": 64, "classes": ["male", "female"]}
-THRESHOLDS = {"criterion": "f1", "threshold": 0.64, "tta_threshold": 0.61}
+THRESHOLDS = {"criterion": "f1", "temperature": 1.5, "threshold": 0.64, "tta_threshold": 0.61}
 
 
 def evaluation_report() -> dict[str, float]:
@@ -205,6 +205,7 @@ def test_evaluate_stage_writes_every_output(checkpoint, tmp_path, monkeypatch):
     assert report["group_race_white_small"] == 0 and "group_race_accuracy_gap" in report
     assert "group_age_20_count" not in report and report["group_age_band_20-39_count"] == 24  # bands, not ages
     assert report["test_tp"] + report["test_fp"] + report["test_tn"] + report["test_fn"] == 24
+    assert report["test_ece"] != report["test_ece_uncalibrated"]  # the temperature of threshold.json is applied
     assert all(isinstance(v, (int, float)) for v in report.values())
     with open("plots/subgroups.csv") as f:
         table = list(csv.DictReader(f))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gclf.metrics import binary_metrics, bootstrap_ci, calibration_bins, expected_calibration_error
-from gclf.threshold import choose, sweep
+from gclf.threshold import choose, fit_temperature, sweep
 
 LABELS = np.array([1, 1, 1, 0, 0, 0, 0, 0])
 PROBS = np.array([0.9, 0.6, 0.3, 0.7, 0.2, 0.1, 0.4, 0.05])
@@ -67,3 +67,27 @@ def test_calibration_bins_skip_empty_bins_and_count_every_image():
     rows = calibration_bins([1, 0, 1, 1], [0.05, 0.15, 0.95, 1.0], bins=10)
     assert [r["count"] for r in rows] == [1, 1, 2]
     assert rows[-1] == {"confidence": 0.975, "observed": 1.0, "count": 2}
+
+
+def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, 20_000)
+    labels = rng.random(20_000) < 1 / (1 + np.exp(-logits / 2.5))  # true T = 2.5: overconfident logits
+    assert fit_temperature(labels, logits) == pytest.approx(2.5, rel=0.05)
+    labels = rng.random(20_000) < 1 / (1 + np.exp(-logits / 0.5))  # underconfident
+    assert fit_temperature(labels, logits) == pytest.approx(0.5, rel=0.05)
+
+
+def test_fit_temperature_lowers_the_calibration_error_and_keeps_the_ranking():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 4, 5_000)
+    labels = rng.random(5_000) < 1 / (1 + np.exp(-logits / 3))
+    t = fit_temperature(labels, logits)
+    raw, calibrated = 1 / (1 + np.exp(-logits)), 1 / (1 + np.exp(-logits / t))
+    assert expected_calibration_error(labels, calibrated) < expected_calibration_error(labels, raw) / 3
+    assert binary_metrics(labels, calibrated)["roc_auc"] == binary_metrics(labels, raw)["roc_auc"]
+
+
+def test_fit_temperature_without_both_classes_is_identity():
+    assert fit_temperature([1, 1, 1], [0.3, 2.0, -1.0]) == 1.0
+    assert fit_temperature([], []) == 1.0

@@ -56,6 +56,9 @@ def photos(tmp_path_factory) -> list[str]:
     return paths
 
 
+TEMPERATURE = 2.0  # not 1, so that an artifact whose temperature were ignored shows
+
+
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory, photos) -> dict[str, Path]:
     """One tiny model as every artifact kind, each carrying the deployment meta (and one checkpoint
@@ -65,8 +68,10 @@ def artifacts(tmp_path_factory, photos) -> dict[str, Path]:
     calibration = load_images(photos, SIZE).float().div(255)
     model = with_batchnorm_statistics(build_model(ARCH, HEAD, DROPOUT), calibration)
     with torch.no_grad():
-        median = float(torch.sigmoid(model(calibration)).median())
-    meta = quantize.deployment_meta(artifact_meta(ARCH, HEAD, DROPOUT, SIZE), median, median, ["identity", "hflip"])
+        median = float(torch.sigmoid(model(calibration) / TEMPERATURE).median())
+    meta = quantize.deployment_meta(
+        artifact_meta(ARCH, HEAD, DROPOUT, SIZE, model), median, median, ["identity", "hflip"], TEMPERATURE
+    )
     paths = {
         "pt": folder / "model.pt",
         "bare": folder / "train_phase2.pt",
@@ -181,7 +186,7 @@ def test_predictions_on_a_folder_equal_the_evaluate_stage(artifacts, photos):
         predictor = Predictor(artifacts["pt"], threads=1, tta=tta, batch_size=3)  # batches of 3, 3, 3, 1
         rows = predictor.predict([str(Path(photos[0]).parent)])
         assert [row["path"] for row in rows] == sorted(photos)
-        expected = predict_probs(model, images, views=views)
+        expected = predict_probs(model, images, views=views, temperature=TEMPERATURE)  # as evaluate applies it
         np.testing.assert_allclose([row["probability"] for row in rows], expected, atol=1e-6)
         labels = np.array(predictor.classes)[(expected >= predictor.threshold).astype(int)]
         assert [row["label"] for row in rows] == list(labels)
@@ -322,3 +327,18 @@ def test_import_gclf_is_light_and_exports_predictor():
     )
     assert loaded.stdout.strip() == "False"
     assert gclf.Predictor is Predictor
+
+
+@pytest.mark.parametrize("kind", ["pt", "onnx", "xml", "dynamic"])
+def test_every_artifact_applies_its_temperature(artifacts, photos, kind):
+    """P = sigmoid(logit / T) with the artifact's T; the bare checkpoint has none (T = 1)."""
+    pixels = np.stack([read_image(str(p), SIZE)[0] for p in photos[:4]])
+    calibrated = Predictor(artifacts[kind]).probabilities(pixels).astype(np.float64)
+    raw = Predictor(artifacts["bare"]).probabilities(pixels).astype(np.float64)
+    assert Predictor(artifacts[kind]).temperature == TEMPERATURE
+    tolerance = 1e-4 if kind in ("pt", "onnx") else 0.5  # INT8 moves logits; the halving still shows
+    np.testing.assert_allclose(logit(calibrated) * TEMPERATURE, logit(raw), atol=tolerance)
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p / (1 - p))

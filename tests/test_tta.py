@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from gclf.tta import predict_probs, view_batches
+from gclf.tta import predict_probs, probs_from_logits, view_batches
 
 
 class MeanOfLeftHalf(torch.nn.Module):
@@ -36,3 +36,10 @@ def test_views_keep_the_image_size():
     views = view_batches(x, ("identity", "hflip", "center_crop", "corner_crops", "scale_up"))
     assert len(views) == 8
     assert all(v.shape == x.shape for v in views)
+
+
+def test_probabilities_average_views_after_the_temperature():
+    logits = np.array([[2.0, -1.0], [0.0, 3.0]], np.float32)  # two views, two images
+    expected = (1 / (1 + np.exp(-logits / 2.0))).mean(0)
+    np.testing.assert_allclose(probs_from_logits(logits, 2.0), expected, rtol=1e-6)
+    np.testing.assert_allclose(probs_from_logits(logits[:1]), 1 / (1 + np.exp(-logits[0])), rtol=1e-6)
