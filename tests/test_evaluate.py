@@ -108,6 +108,7 @@ def evaluation_report() -> dict[str, float]:
         report.update({f"{prefix}test_{k}": v for k, v in binary_metrics(LABELS, PROBS, 0.5).items()})
         report.update({f"{prefix}test_{n}_ci_low": 0.1 for n in ("accuracy", "f1", "roc_auc")})
         report.update({f"{prefix}test_{n}_ci_high": 0.9 for n in ("accuracy", "f1", "roc_auc")})
+        report[f"{prefix}test_ece_uncalibrated"] = 0.321
     return report
 
 
@@ -128,6 +129,7 @@ def test_model_card_reports_the_saved_results():
     assert "| TTA: identity, hflip | 0.61 |" in card
     assert "| train | 100 | 50 | 150 |" in card and "6 duplicates removed" in card
     assert "best epoch 3 of 4 by val_auc: validation AUC 0.800" in card
+    assert "temperature of 1.500 fitted on the validation split" in card and "0.321 before temperature" in card
     assert "| c | 1 | 1.000 | 0.000 | small |" in card
     assert "Largest accuracy gap: 0.083 (a vs b)." in card
     assert "synthetic drawings" in card and "Binary labels" in card and "Privacy" in card

@@ -48,3 +48,13 @@ def test_plain_bce():
     assert torch.allclose(
         make_loss("bce", TARGETS)(LOGITS, TARGETS), F.binary_cross_entropy_with_logits(LOGITS, TARGETS)
     )
+
+
+def test_label_smoothing_moves_the_targets_towards_one_half():
+    logits, targets = torch.tensor([3.0, -2.0, 0.5]), torch.tensor([1.0, 0.0, 1.0])
+    smoothed = make_loss("bce", targets, label_smoothing=0.2)(logits, targets)
+    expected = F.binary_cross_entropy_with_logits(logits, torch.tensor([0.9, 0.1, 0.9]))
+    assert torch.isclose(smoothed, expected)
+    assert torch.equal(
+        make_loss("bce", targets, label_smoothing=0.0)(logits, targets), make_loss("bce", targets)(logits, targets)
+    )

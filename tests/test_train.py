@@ -14,6 +14,7 @@ from gclf.train import (
     fit,
     freeze_backbone,
     layer_decay_groups,
+    progressive_sizes,
     save_phase,
     select_device,
 )
@@ -31,12 +32,20 @@ def toy_data(n, seed):
     return images, labels
 
 
-def phase2_run(epochs, state_path=None, ema_decay=0.0):
+def phase2_run(epochs, state_path=None, ema_decay=0.0, epoch_sizes=()):
     torch.manual_seed(0)
     train, val = toy_data(96, 1), toy_data(48, 2)
     model = build_model("test_efficientnet", "linear", 0.0)
     optimizer, scheduler = adamw_schedule(model, 3e-3, 0.01, 0.8, "onecycle", 0.2, total_steps=4 * 3)
-    cfg = FitConfig(epochs=epochs, batch_size=32, monitor="val_auc", seed=0, grad_clip=1.0, ema_decay=ema_decay)
+    cfg = FitConfig(
+        epochs=epochs,
+        batch_size=32,
+        monitor="val_auc",
+        seed=0,
+        grad_clip=1.0,
+        ema_decay=ema_decay,
+        epoch_sizes=epoch_sizes,
+    )
     return fit(
         model,
         train,
@@ -57,6 +66,28 @@ def test_phase2_learns_the_toy_task():
     assert len(result.history) == 4 and 1 <= result.best_epoch <= 4
     assert max(r["val_auc"] for r in result.history) > 0.9
     assert result.train_images_per_s > 0
+
+
+def test_progressive_sizes_grow_to_the_final_size():
+    assert progressive_sizes(96, 128, 12) == (96, 96, 96, 112, 112, 112, 112, 112, 112, 128, 128, 128)
+    assert progressive_sizes(64, 128, 5) == (64, 80, 96, 112, 128)
+    assert progressive_sizes(0, 128, 5) == () and progressive_sizes(100, 128, 1) == (128,)
+
+
+def test_progressive_resizing_trains_at_each_epochs_size(monkeypatch):
+    """The network sees the epoch's size during training (and still learns); validation stays at full size."""
+    seen = []
+    forward = torch.nn.Module.__call__
+
+    def record(module, x, *args, **kwargs):
+        if module.training and isinstance(x, torch.Tensor) and x.ndim == 4 and type(module).__name__ == "Classifier":
+            seen.append(x.shape[-1])
+        return forward(module, x, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", record)
+    result = phase2_run(epochs=4, epoch_sizes=(16, 16, 24, 32))
+    assert sorted(set(seen)) == [16, 24, 32] and seen[0] == 16 and seen[-1] == 32
+    assert max(r["val_auc"] for r in result.history) > 0.9
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
