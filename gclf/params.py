@@ -56,10 +56,10 @@ class DataParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    arch: str = "efficientnet_b0"  # any timm model name
+    arch: str = "tf_efficientnet_lite0"  # any timm model name
     head: str = choice(*HEADS, default="mlp")
     dropout: float = between(0.0, 0.9, 0.3)
-    pretrained: bool = False  # ask timm for ImageNet weights (needs internet)
+    pretrained: bool = True  # ImageNet weights: offline for the Lite0 archs, else from timm (internet)
     weights: str = ""  # local state dict for the backbone; empty = none
 
 
@@ -95,7 +95,7 @@ class Phase1Params:
 
 @dataclass(frozen=True)
 class Phase2Params:
-    epochs: int = between(0, 1000, 20)
+    epochs: int = between(0, 1000, 10)
     batch_size: int = between(1, 4096, 64)
     lr: float = between(0.0, 10.0, 3e-3, open_lo=True)
     weight_decay: float = between(0.0, 1.0, 0.01)
