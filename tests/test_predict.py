@@ -1,5 +1,5 @@
 """``gclf predict`` and the Predictor API on timm's tiny ``test_efficientnet`` at 32 px: every bad
-input the README lists, every artifact kind, and agreement with what the evaluate stage computes."""
+input docs/predict.md lists, every artifact kind, and agreement with what the evaluate stage computes."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def artifacts(tmp_path_factory, photos) -> dict[str, Path]:
 
 
 def write_bad_inputs(root: Path) -> dict[str, tuple[Path, str | None]]:
-    """Every case of the README's bad-input table: name -> (path, expected error or GOOD)."""
+    """Every case of the bad-input table in docs/predict.md: name -> (path, expected error or GOOD)."""
     rgb = Image.fromarray(noise((48, 40, 3), seed=1))
     cases: dict[str, tuple[Path, str | None]] = {}
 
