@@ -1,7 +1,8 @@
-"""Entry points: the ``gclf`` command, and the error policy every stage script shares.
+"""The ``gclf`` command: check params, label images, explain, evaluate and benchmark models.
 
-A user's mistake (bad params, data or artifact) ends with one line on stderr and exit code 2;
-anything else is a bug and keeps its traceback.
+The argparse layer only: each subcommand parses its arguments, calls the library and prints the
+result; a :class:`~gclf.errors.UserError` ends with one line on stderr and exit code 2, as in the
+stages (:func:`gclf.stage.fail`).
 """
 
 from __future__ import annotations
@@ -12,23 +13,7 @@ import sys
 from typing import Any, Callable
 
 from gclf.errors import EXIT_SOME_INPUTS_FAILED, EXIT_USER_ERROR, UserError
-
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(EXIT_USER_ERROR)
-
-
-def run_stage(main: Callable, params_path: str = "params.yaml") -> None:
-    """Load and validate params, then run a stage's ``main(params)``."""
-    from gclf.params import load_params
-
-    try:
-        main(load_params(params_path))
-    except UserError as e:
-        fail(str(e))
-    except KeyboardInterrupt:
-        fail("interrupted; the next run resumes training from the last finished epoch")
+from gclf.stage import fail
 
 
 def bounded(kind: type, low: float, high: float, expected: str) -> Callable[[str], Any]:
@@ -288,17 +273,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         if args.command == "check-params":
-            import dataclasses
+            from gclf.params import load_params, params_yaml
 
-            import yaml
-
-            from gclf.params import load_params
-
-            params = dataclasses.asdict(
-                load_params(args.path),
-                dict_factory=lambda items: {k: list(v) if isinstance(v, tuple) else v for k, v in items},
-            )
-            print(yaml.safe_dump(params, sort_keys=False), end="")
+            print(params_yaml(load_params(args.path)), end="")
         elif args.command == "predict":
             predict_command(args)
         elif args.command == "explain":

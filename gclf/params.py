@@ -241,3 +241,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     return parse_params(raw)
+
+
+def params_yaml(params: Params) -> str:
+    """``params`` as YAML in schema order, defaults filled in: what ``gclf check-params`` prints."""
+    plain = dataclasses.asdict(
+        params, dict_factory=lambda items: {k: list(v) if isinstance(v, tuple) else v for k, v in items}
+    )
+    return yaml.safe_dump(plain, sort_keys=False)

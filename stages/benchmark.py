@@ -2,10 +2,10 @@
 one interleaved run against FP32 eager PyTorch, after checking that all of them agree."""
 
 from gclf.bench import benchmark_artifacts, machine_facts
-from gclf.cli import run_stage
 from gclf.data import load_split
 from gclf.io import write_json
 from gclf.plots import benchmark_png
+from gclf.stage import run_stage
 
 INT8_MIN_CORRELATION = 0.8  # INT8: logits move by design; the images' ranking must stay (Spearman)
 

@@ -8,12 +8,12 @@ import numpy as np
 import torch
 
 from gclf.bench import FP32_ATOL, REFERENCE, check_agreement
-from gclf.cli import run_stage
 from gclf.data import load_split
 from gclf.io import read_json, write_json
 from gclf.metrics import binary_metrics
 from gclf.model import load_model
 from gclf.quantize import ARTIFACTS, deployment_meta, load_runner, write_artifacts
+from gclf.stage import run_stage
 from gclf.tta import predict_probs
 
 # One image per call: dynamic INT8 scales activations by the range of the whole batch, so its

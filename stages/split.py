@@ -1,9 +1,9 @@
 """Stage split: read the dataset named by data.format / data.path, skip unreadable files and
 duplicates, and write stratified train/val/test manifests to data/splits/."""
 
-from gclf.cli import run_stage
 from gclf.data import SPLITS_DIR, build_splits
 from gclf.io import write_json
+from gclf.stage import run_stage
 
 
 def main(p):

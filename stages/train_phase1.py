@@ -1,8 +1,8 @@
 """Stage train_phase1: train the head on a frozen backbone (Adam + ReduceLROnPlateau)."""
 
-from gclf.cli import run_stage
 from gclf.data import load_split
 from gclf.model import artifact_meta, build_model, load_backbone_weights
+from gclf.stage import run_stage
 from gclf.train import (
     FitConfig,
     adam_plateau,
