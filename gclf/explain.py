@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gclf.data import DataError
+from gclf.data.manifest import DataError
 from gclf.gradcam import grad_cam
 from gclf.model import CLASSES, ModelError, load_model
 from gclf.plots import image_grid_png

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gclf.data import SCANNERS, DataError, Record, Rejected
+from gclf.data.formats import SCANNERS
+from gclf.data.manifest import DataError, Record, Rejected
 from gclf.metrics import audit_scalars, binary_metrics, bootstrap_ci, subgroup_audit
 from gclf.predict import Predictor
 

@@ -1,13 +1,18 @@
-"""Atomic file writes and stable JSON: a killed stage never leaves a half-written file behind."""
+"""Atomic file writes, and JSON and CSV text that is byte-stable: equal results give equal files.
+
+A killed stage never leaves a half-written file behind.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -56,3 +61,12 @@ def write_json(path: str | os.PathLike, obj: Any, digits: int = 4) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def csv_text(header: list[str], rows: Iterable[Iterable]) -> str:
+    """CSV text with ``\n`` line endings, so manifests are byte-identical on every platform."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()

@@ -3,7 +3,7 @@
 Inputs may be image files, folders (searched recursively), globs, or CSV files listing paths. Every
 input gives one row ``{path, probability, label, error}``: a file that cannot be used gets its
 reason in ``error`` and the batch goes on. Images are decoded exactly as the evaluate stage decodes
-them (:func:`gclf.data.decode_image`), by a small thread pool that keeps decoding ahead while the
+them (:func:`gclf.data.images.decode_image`), by a small thread pool that keeps decoding ahead while the
 model runs on the current batch.
 """
 
@@ -23,9 +23,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from gclf.data import IMAGE_EXTENSIONS, WORKERS, csv_text, decode_image, image_files, is_image_name
+from gclf.data import WORKERS
+from gclf.data.formats import IMAGE_EXTENSIONS, image_files, is_image_name
+from gclf.data.images import decode_image
 from gclf.errors import UserError
-from gclf.io import dumps_json, write_text
+from gclf.io import csv_text, dumps_json, write_text
 from gclf.quantize import DYNAMIC_INT8, Runner, load_runner, read_artifact_meta
 from gclf.tta import predict_probs
 
@@ -70,7 +72,7 @@ def expand_input(item: str) -> list[tuple[str, str]]:
     """``(path, "")`` for each image ``item`` names, or one ``(item, reason)`` when it names none.
 
     A file is used as given (a ``.csv`` is a list of paths); folders and globs contribute the
-    files with an image extension (:data:`gclf.data.IMAGE_EXTENSIONS`), folders recursively.
+    files with an image extension (:data:`gclf.data.formats.IMAGE_EXTENSIONS`), folders recursively.
     """
     if os.path.isdir(item):
         found = image_files(item)

@@ -29,7 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
 from tqdm import tqdm
 
-from gclf.data import ImageDataset
+from gclf.data.dataset import ImageDataset
 from gclf.errors import UserError
 from gclf.io import atomic_write
 from gclf.metrics import binary_metrics

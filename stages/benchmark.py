@@ -2,7 +2,7 @@
 one interleaved run against FP32 eager PyTorch, after checking that all of them agree."""
 
 from gclf.bench import benchmark_artifacts, machine_facts
-from gclf.data import load_split
+from gclf.data.images import load_split
 from gclf.io import write_json
 from gclf.plots import benchmark_png
 from gclf.stage import run_stage

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from gclf.data import load_split
+from gclf.data.images import load_split
 from gclf.gradcam import cam_cases, grad_cam
 from gclf.io import read_json, write_json, write_text
 from gclf.metrics import (

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from gclf.bench import FP32_ATOL, REFERENCE, check_agreement
-from gclf.data import load_split
+from gclf.data.images import load_split
 from gclf.io import read_json, write_json
 from gclf.metrics import binary_metrics
 from gclf.model import load_model

@@ -1,7 +1,8 @@
 """Stage split: read the dataset named by data.format / data.path, skip unreadable files and
 duplicates, and write stratified train/val/test manifests to data/splits/."""
 
-from gclf.data import SPLITS_DIR, build_splits
+from gclf.data.manifest import SPLITS_DIR
+from gclf.data.split import build_splits
 from gclf.io import write_json
 from gclf.stage import run_stage
 

@@ -4,7 +4,7 @@ threshold on the calibrated probabilities, for plain inference and for TTA."""
 
 import numpy as np
 
-from gclf.data import load_split
+from gclf.data.images import load_split
 from gclf.io import write_json
 from gclf.model import load_model
 from gclf.plots import threshold_png, write_table

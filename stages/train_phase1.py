@@ -1,6 +1,6 @@
 """Stage train_phase1: train the head on a frozen backbone (Adam + ReduceLROnPlateau)."""
 
-from gclf.data import load_split
+from gclf.data.images import load_split
 from gclf.model import artifact_meta, build_model, load_backbone_weights
 from gclf.stage import run_stage
 from gclf.train import (

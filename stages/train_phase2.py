@@ -1,7 +1,7 @@
 """Stage train_phase2: fine-tune the whole network from phase 1 (AdamW, layer-wise LR decay,
 one-cycle or cosine schedule, gradient clipping, EMA, early stopping)."""
 
-from gclf.data import load_split
+from gclf.data.images import load_split
 from gclf.model import load_model
 from gclf.stage import run_stage
 from gclf.train import (

@@ -16,7 +16,7 @@ from PIL import Image
 from test_quantize import with_batchnorm_statistics
 
 from gclf.cli import main
-from gclf.data import DataError
+from gclf.data.manifest import DataError
 from gclf.external import scan_labelled
 from gclf.metrics import (
     accuracy_gap,

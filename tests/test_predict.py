@@ -19,7 +19,7 @@ from torch import nn
 import gclf
 from gclf import quantize
 from gclf.cli import main
-from gclf.data import load_images
+from gclf.data.images import load_images
 from gclf.errors import EXIT_SOME_INPUTS_FAILED, EXIT_USER_ERROR
 from gclf.model import ModelError, artifact_meta, build_model, load_model, save_model
 from gclf.predict import Predictor, expand_inputs, read_image
