@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from gclf.artifact import DYNAMIC_INT8, read_artifact_meta
 from gclf.data.manifest import DataError
 from gclf.gradcam import grad_cam
 from gclf.model import CLASSES, ModelError, load_model
 from gclf.plots import image_grid_png
 from gclf.predict import read_image
-from gclf.quantize import DYNAMIC_INT8, read_artifact_meta
 
 
 def load_explainable(model_path: str | Path) -> tuple[nn.Module, dict]:

@@ -23,12 +23,13 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from gclf.artifact import DYNAMIC_INT8, read_artifact_meta
 from gclf.data import WORKERS
 from gclf.data.formats import IMAGE_EXTENSIONS, image_files, is_image_name
 from gclf.data.images import decode_image
 from gclf.errors import UserError
 from gclf.io import csv_text, dumps_json, write_text
-from gclf.quantize import DYNAMIC_INT8, Runner, load_runner, read_artifact_meta
+from gclf.runtime import Runner, load_runner
 from gclf.tta import predict_probs
 
 COLUMNS = ("path", "probability", "label", "error")

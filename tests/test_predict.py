@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 
 import gclf
-from gclf import quantize
+from gclf import artifact, export, quantize
 from gclf.cli import main
 from gclf.data.images import load_images
 from gclf.errors import EXIT_SOME_INPUTS_FAILED, EXIT_USER_ERROR
@@ -69,7 +69,7 @@ def artifacts(tmp_path_factory, photos) -> dict[str, Path]:
     model = with_batchnorm_statistics(build_model(ARCH, HEAD, DROPOUT), calibration)
     with torch.no_grad():
         median = float(torch.sigmoid(model(calibration) / TEMPERATURE).median())
-    meta = quantize.deployment_meta(
+    meta = artifact.deployment_meta(
         artifact_meta(ARCH, HEAD, DROPOUT, SIZE, model), median, median, ["identity", "hflip"], TEMPERATURE
     )
     paths = {
@@ -81,7 +81,7 @@ def artifacts(tmp_path_factory, photos) -> dict[str, Path]:
     }
     save_model(paths["pt"], model, meta)
     save_model(paths["bare"], model, artifact_meta(ARCH, HEAD, DROPOUT, SIZE))
-    quantize.export_onnx(model, paths["onnx"], SIZE, meta=meta)
+    export.export_onnx(model, paths["onnx"], SIZE, meta=meta)
     quantize.quantize_static(paths["onnx"], calibration.numpy(), paths["xml"], meta=meta)
     quantize.save_dynamic_int8(paths["dynamic"], quantize.quantize_dynamic_linear(model), meta)
     return paths
@@ -211,12 +211,12 @@ def test_dynamic_int8_gives_each_image_the_same_probability_in_any_batch(artifac
 
 
 def test_meta_and_threshold_come_from_the_artifact(artifacts):
-    metas = {kind: quantize.read_artifact_meta(artifacts[kind]) for kind in ("pt", "onnx", "xml", "dynamic")}
+    metas = {kind: artifact.read_artifact_meta(artifacts[kind]) for kind in ("pt", "onnx", "xml", "dynamic")}
     stored = metas["pt"]
     assert stored["arch"] == ARCH and stored["image_size"] == SIZE and stored["classes"] == ["male", "female"]
     assert stored["tta_views"] == ["identity", "hflip"] and "normalisation inside the model" in stored["input"]
     assert all({k: v for k, v in m.items() if k != "quantization"} == stored for m in metas.values())
-    assert metas["dynamic"]["quantization"] == quantize.DYNAMIC_INT8
+    assert metas["dynamic"]["quantization"] == artifact.DYNAMIC_INT8
     plain, tta = Predictor(artifacts["xml"], threads=1), Predictor(artifacts["xml"], threads=1, tta=True)
     assert (plain.threshold, plain.threshold_source, plain.views) == (stored["threshold"], "artifact", ("identity",))
     assert (tta.threshold, tta.views) == (stored["tta_threshold"], ("identity", "hflip"))
@@ -240,7 +240,7 @@ def test_corrupted_and_foreign_artifacts_are_clear_model_errors(artifacts, tmp_p
         Predictor(tmp_path / "foreign.onnx")
     other = tmp_path / "other_arch.pt"  # weights of one architecture, meta of another
     save_model(
-        other, load_model(artifacts["pt"])[0], {**quantize.read_artifact_meta(artifacts["pt"]), "arch": "test_resnet"}
+        other, load_model(artifacts["pt"])[0], {**artifact.read_artifact_meta(artifacts["pt"]), "arch": "test_resnet"}
     )
     with pytest.raises(ModelError, match="weights do not fit a test_resnet .* another architecture"):
         Predictor(other)

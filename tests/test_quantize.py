@@ -1,4 +1,4 @@
-"""Export, quantization and runners on timm's tiny ``test_efficientnet`` at 32 px: seconds, no downloads."""
+"""Export, quantization, runners and artifact meta on timm's tiny ``test_efficientnet`` at 32 px: no downloads."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from gclf import quantize
+from gclf import artifact, export, quantize, runtime
 from gclf.bench import REFERENCE
 from gclf.model import ModelError, artifact_meta, build_model, save_model
 
@@ -59,7 +59,7 @@ def artifacts(tmp_path_factory) -> dict[str, object]:
         "dynamic": folder / "int8_dynamic.pt",
     }
     save_model(paths["pt"], model, meta)
-    quantize.export_onnx(model, paths["onnx"], SIZE)
+    export.export_onnx(model, paths["onnx"], SIZE)
     quantize.quantize_static(paths["onnx"], pixels(32, seed=1), paths["xml"])
     quantize.save_dynamic_int8(paths["dynamic"], quantize.quantize_dynamic_linear(model), meta)
     return {"model": model, "folder": folder, **paths}
@@ -69,10 +69,10 @@ def test_export_onnx_writes_one_file_with_named_dynamic_batch(artifacts):
     graph = onnx.load(str(artifacts["onnx"]))
     onnx.checker.check_model(graph)
     (inp,), (out,) = graph.graph.input, graph.graph.output
-    assert inp.name == quantize.INPUT_NAME and out.name == quantize.OUTPUT_NAME
+    assert inp.name == export.INPUT_NAME and out.name == export.OUTPUT_NAME
     assert inp.type.tensor_type.shape.dim[0].dim_param  # symbolic batch, not a fixed number
     assert [d.dim_value for d in inp.type.tensor_type.shape.dim[1:]] == [3, SIZE, SIZE]
-    assert {o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")} == {quantize.ONNX_OPSET}
+    assert {o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")} == {export.ONNX_OPSET}
     # Self-contained and atomic: no external-data file, no temporary left behind.
     assert sorted(p.name for p in artifacts["folder"].iterdir() if p.name.startswith((".model", "model"))) == [
         "model.onnx",
@@ -80,7 +80,7 @@ def test_export_onnx_writes_one_file_with_named_dynamic_batch(artifacts):
     ]
 
 
-@pytest.mark.parametrize("make_runner", [quantize.onnxruntime_runner, quantize.openvino_runner])
+@pytest.mark.parametrize("make_runner", [runtime.onnxruntime_runner, runtime.openvino_runner])
 def test_fp32_runtimes_match_eager_at_any_batch_size(artifacts, make_runner):
     run = make_runner(artifacts["onnx"], THREADS)
     inputs = [pixels(batch, seed=seed) for seed, batch in enumerate((1, 5, 1))]  # batch 1 again: cached compile
@@ -94,10 +94,10 @@ def test_static_int8_quantizes_convolutions_and_stays_close(artifacts):
     ops = [layer.get("type") for layer in ET.parse(artifacts["xml"]).getroot().iter("layer")]
     assert ops.count("FakeQuantize") >= ops.count("Convolution") > 0  # every conv input is quantized
     assert not Path(artifacts["xml"]).with_suffix(".onnx").exists()
-    assert quantize.artifact_size_mb(artifacts["xml"]) < quantize.artifact_size_mb(artifacts["onnx"])
+    assert artifact.artifact_size_mb(artifacts["xml"]) < artifact.artifact_size_mb(artifacts["onnx"])
 
     x = pixels(64, seed=2)
-    int8, fp32 = quantize.load_runner(artifacts["xml"], THREADS)(x), eager_logits(artifacts["model"], x)
+    int8, fp32 = runtime.load_runner(artifacts["xml"], THREADS)(x), eager_logits(artifacts["model"], x)
     assert int8.shape == (64,) and int8.dtype == np.float32
     assert not np.array_equal(int8, fp32)  # really quantized, not a copy of the FP32 graph
     assert np.corrcoef(int8, fp32)[0, 1] > 0.7  # measured 0.86: tiny layers quantize coarsely
@@ -108,7 +108,7 @@ def test_quantize_static_also_takes_a_torch_module(artifacts, tmp_path):
     quantize.quantize_static(artifacts["model"], pixels(8, seed=3), out)
     assert out.exists() and out.with_suffix(".bin").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["from_module.bin", "from_module.xml"]
-    assert quantize.load_runner(out, THREADS)(pixels(3)).shape == (3,)
+    assert runtime.load_runner(out, THREADS)(pixels(3)).shape == (3,)
 
 
 def test_quantize_static_rejects_calibration_of_the_wrong_shape(tmp_path):
@@ -119,18 +119,18 @@ def test_quantize_static_rejects_calibration_of_the_wrong_shape(tmp_path):
 def test_dynamic_int8_round_trips_quietly_through_a_file(artifacts):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the silenced torch.ao notices must not escape
-        loaded = quantize.load_torch_artifact(artifacts["dynamic"])
+        loaded = runtime.load_torch_artifact(artifacts["dynamic"])
     linears = [m for m in loaded.head if "Linear" in type(m).__name__]
     assert linears and all(type(m).__module__.startswith("torch.ao.nn.quantized.dynamic") for m in linears)
     x = pixels(4)
     expected = eager_logits(quantize.quantize_dynamic_linear(artifacts["model"]), x)
-    np.testing.assert_array_equal(quantize.load_runner(artifacts["dynamic"], THREADS)(x), expected)
+    np.testing.assert_array_equal(runtime.load_runner(artifacts["dynamic"], THREADS)(x), expected)
 
 
 def test_pt_runner_is_the_eager_model_and_sets_torch_threads(artifacts):
     before = torch.get_num_threads()
     try:
-        run = quantize.load_runner(artifacts["pt"], THREADS)
+        run = runtime.load_runner(artifacts["pt"], THREADS)
         x = pixels(3)
         np.testing.assert_array_equal(run(x), eager_logits(artifacts["model"], x))
         assert torch.get_num_threads() == THREADS
@@ -140,23 +140,24 @@ def test_pt_runner_is_the_eager_model_and_sets_torch_threads(artifacts):
 
 def test_load_runner_rejects_unknown_artifacts(tmp_path):
     with pytest.raises(ModelError, match="unknown artifact"):
-        quantize.load_runner(tmp_path / "model.tflite", THREADS)
+        runtime.load_runner(tmp_path / "model.tflite", THREADS)
     for missing in ("missing.pt", "missing.onnx", "missing.xml"):
         with pytest.raises(ModelError, match="no such model file"):
-            quantize.load_runner(tmp_path / missing, THREADS)
+            runtime.load_runner(tmp_path / missing, THREADS)
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="not a gclf checkpoint"):
-        quantize.load_runner(tmp_path / "garbage.pt", THREADS)
+        runtime.load_runner(tmp_path / "garbage.pt", THREADS)
 
 
 def test_artifact_size_counts_the_bin_beside_an_xml(tmp_path):
     (tmp_path / "m.xml").write_bytes(b"x" * 500_000)
     (tmp_path / "m.bin").write_bytes(b"x" * 1_500_000)
     (tmp_path / "m.onnx").write_bytes(b"x" * 250_000)
-    assert quantize.artifact_size_mb(tmp_path / "m.xml") == pytest.approx(2.0)
-    assert quantize.artifact_size_mb(tmp_path / "m.onnx") == pytest.approx(0.25)
+    assert artifact.artifact_size_mb(tmp_path / "m.xml") == pytest.approx(2.0)
+    assert artifact.artifact_size_mb(tmp_path / "m.onnx") == pytest.approx(0.25)
 
 
 def test_pipeline_artifacts_start_with_the_reference_and_all_have_runners():
-    assert next(iter(quantize.ARTIFACTS)) == REFERENCE  # benchmark rows and agreement read it first
-    assert {Path(p).suffix for p in quantize.ARTIFACTS.values()} <= set(quantize.RUNNER_FACTORIES)
+    assert next(iter(artifact.ARTIFACTS)) == REFERENCE  # benchmark rows and agreement read it first
+    assert {Path(p).suffix for p in artifact.ARTIFACTS.values()} <= set(runtime.RUNNER_FACTORIES)
+    assert set(runtime.RUNNER_FACTORIES) == set(artifact.ARTIFACT_SUFFIXES)  # every kind named is runnable
