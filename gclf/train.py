@@ -218,11 +218,142 @@ def _average_buffers(world: int, *modules: nn.Module) -> None:
                 buffer.div_(world)
 
 
+def _train_epoch(
+    model: nn.Module,
+    ddp: nn.Module,
+    loader: DataLoader,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    batch_scheduler,
+    *,
+    scaler: torch.amp.GradScaler,
+    amp_dtype: torch.dtype,
+    ema: AveragedModel | None,
+    cfg: FitConfig,
+    epoch: int,
+    device: torch.device,
+    desc: str,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """One pass over ``loader``: per batch, resize to the epoch's size, forward through ``ddp`` (under
+    autocast on CUDA), backward (scaled for float16), clip, step the optimiser, update the EMA and
+    step ``batch_scheduler`` (None when the schedule steps per epoch).
+
+    Returns the logits and labels of the images trained on, and their summed loss.
+    """
+    model.train()
+    if cfg.freeze_backbone:
+        model.backbone.eval()
+    cuda = device.type == "cuda"
+    logits_seen, labels_seen, losses = [], [], []
+    for x, y in tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None):
+        x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
+        if cfg.epoch_sizes and cfg.epoch_sizes[epoch] != x.shape[-1]:
+            x = F.interpolate(x, size=cfg.epoch_sizes[epoch], mode="bilinear", antialias=True)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
+            logits = ddp(x).float()
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        if ema is not None:
+            ema.update_parameters(model)
+        if batch_scheduler is not None:
+            batch_scheduler.step()
+        logits_seen.append(logits.detach().cpu())
+        labels_seen.append(y.cpu())
+        losses.append(loss.item() * len(y))
+    return torch.cat(logits_seen), torch.cat(labels_seen), sum(losses)
+
+
+def _train_row(logits: torch.Tensor, labels: torch.Tensor, loss_sum: float) -> dict[str, float]:
+    """The epoch's training scores, on the augmented images as they were trained on (threshold 0.5)."""
+    seen = labels.numpy()
+    m = binary_metrics(seen, torch.sigmoid(logits).numpy())
+    return {
+        "train_loss": loss_sum / len(seen),
+        "train_accuracy": m["accuracy"],
+        "train_f1": m["f1"],
+        "train_auc": m["roc_auc"],
+    }
+
+
 def _val_row(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device) -> dict[str, float]:
     probs = predict_probs(model, images, device=device)
     m = binary_metrics(labels.numpy(), probs)
     loss = F.binary_cross_entropy(torch.from_numpy(probs).double().clamp(1e-7, 1 - 1e-7), labels.double())
     return {"val_loss": float(loss), "val_accuracy": m["accuracy"], "val_f1": m["f1"], "val_auc": m["roc_auc"]}
+
+
+def _new_state() -> dict:
+    """What the epoch loop carries from one epoch to the next; all of it is saved for a resume."""
+    return {
+        "epoch": 0,  # epochs finished
+        "history": [],
+        "best_score": -math.inf,
+        "best_epoch": -1,
+        "best_state": None,  # the best epoch's weights, on CPU
+        "stale_epochs": 0,  # epochs since the best one
+        "train_s": 0.0,
+        "train_images": 0,
+    }
+
+
+def _track_best(state: dict, score: float, epoch: int, eval_model: nn.Module) -> None:
+    """Keep a CPU copy of ``eval_model``'s weights when ``score`` (higher is better) beats the best
+    so far; otherwise count the epoch as stale, for early stopping."""
+    if score > state["best_score"]:
+        state.update(
+            best_score=score,
+            best_epoch=epoch + 1,
+            stale_epochs=0,
+            best_state={k: v.detach().cpu().clone() for k, v in eval_model.state_dict().items()},
+        )
+    else:
+        state["stale_epochs"] += 1
+
+
+def _save_state(
+    path: str | Path, key: str, model, optimizer, scheduler, ema: AveragedModel | None, state: dict
+) -> None:
+    """Everything a killed run needs to go on after this epoch as if uninterrupted, under ``key``."""
+    saved = {
+        "key": key,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "ema": ema.state_dict() if ema is not None else {},
+        "state": state,
+    }
+    atomic_write(path, lambda tmp: torch.save(saved, tmp))
+
+
+def _resume(path: str | Path | None, key: str, model, optimizer, scheduler, ema: AveragedModel | None) -> dict | None:
+    """The loop state :func:`_save_state` left at ``path`` for the same ``key``, with the model,
+    optimiser, scheduler and EMA restored in place; None when there is nothing to resume."""
+    if not path or not Path(path).exists():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved.get("key") != key:  # another run's state: start afresh (it is overwritten after epoch 1)
+        return None
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    if ema is not None:
+        ema.load_state_dict(saved["ema"])
+    return saved["state"]
+
+
+def _best_model(model: nn.Module, state: dict) -> nn.Module:
+    """A CPU copy of ``model`` holding the best epoch's weights (the last ones if no epoch ran)."""
+    best = copy.deepcopy(model).cpu()
+    if state["best_state"] is not None:
+        best.load_state_dict(state["best_state"])
+    return best.eval()
 
 
 def fit(
@@ -260,90 +391,49 @@ def fit(
         if cfg.ema_decay
         else None
     )
-    per_batch = not isinstance(scheduler, ReduceLROnPlateau)
+    per_batch = not isinstance(scheduler, ReduceLROnPlateau)  # one-cycle, cosine; a plateau steps per epoch
     sign = -1.0 if cfg.monitor == "val_loss" else 1.0  # higher score is better
-
     dataset = ImageDataset(train[0], train[1], transforms)
-    state = {
-        "epoch": 0,
-        "history": [],
-        "best_score": -math.inf,
-        "best_epoch": -1,
-        "best_state": None,
-        "stale_epochs": 0,
-        "train_s": 0.0,
-        "train_images": 0,
-    }
-    if state_path and Path(state_path).exists():
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
-        if saved.get("key") == state_key:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            if ema is not None:
-                ema.load_state_dict(saved["ema"])
-            state = saved["state"]
-            print(f"{desc}: resuming after epoch {state['epoch']} from {state_path}")
+    state = _resume(state_path, state_key, model, optimizer, scheduler, ema)
+    if state is None:
+        state = _new_state()
+    else:
+        print(f"{desc}: resuming after epoch {state['epoch']} from {state_path}")
 
     for epoch in range(state["epoch"], cfg.epochs):
         loader = _loader(dataset, train[1], cfg, epoch, rank, world)
-        model.train()
-        if cfg.freeze_backbone:
-            model.backbone.eval()
-        logits_seen, labels_seen, losses = [], [], []
         start = time.perf_counter()
-        for x, y in tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None):
-            x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
-            if cfg.epoch_sizes and cfg.epoch_sizes[epoch] != x.shape[-1]:
-                x = F.interpolate(x, size=cfg.epoch_sizes[epoch], mode="bilinear", antialias=True)
-            y = y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
-                logits = ddp(x).float()
-            loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            if ema is not None:
-                ema.update_parameters(model)
-            if per_batch:
-                scheduler.step()
-            logits_seen.append(logits.detach().cpu())
-            labels_seen.append(y.cpu())
-            losses.append(loss.item() * len(y))
+        logits, labels, loss_sum = _train_epoch(
+            model,
+            ddp,
+            loader,
+            loss_fn,
+            optimizer,
+            scheduler if per_batch else None,
+            scaler=scaler,
+            amp_dtype=amp_dtype,
+            ema=ema,
+            cfg=cfg,
+            epoch=epoch,
+            device=device,
+            desc=desc,
+        )
         state["train_s"] += time.perf_counter() - start
-        state["train_images"] += sum(len(y) for y in labels_seen) * world
+        state["train_images"] += len(labels) * world
         if world > 1:
             _average_buffers(world, model, *([ema] if ema is not None else []))
 
         eval_model = ema.module if ema is not None else model
-        seen = torch.cat(labels_seen).numpy()
-        train_m = binary_metrics(seen, torch.sigmoid(torch.cat(logits_seen)).numpy())
         row = {
             "epoch": epoch + 1,
             "lr": optimizer.param_groups[-1]["lr"],
-            "train_loss": sum(losses) / len(seen),
-            "train_accuracy": train_m["accuracy"],
-            "train_f1": train_m["f1"],
-            "train_auc": train_m["roc_auc"],
+            **_train_row(logits, labels, loss_sum),
             **_val_row(eval_model, val[0], val[1], device),
         }
         state["history"].append(row)
-        score = sign * row[cfg.monitor]
         if not per_batch:
             scheduler.step(row[cfg.monitor])
-        if score > state["best_score"]:
-            state.update(
-                best_score=score,
-                best_epoch=epoch + 1,
-                stale_epochs=0,
-                best_state={k: v.detach().cpu().clone() for k, v in eval_model.state_dict().items()},
-            )
-        else:
-            state["stale_epochs"] += 1
+        _track_best(state, sign * row[cfg.monitor], epoch, eval_model)
         state["epoch"] = epoch + 1
         if rank == 0:
             print(
@@ -351,26 +441,16 @@ def fit(
                 + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "lr"))
             )
         if state_path and rank == 0:
-            saved = {
-                "key": state_key,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "ema": ema.state_dict() if ema is not None else {},
-                "state": state,
-            }
-            atomic_write(state_path, lambda tmp: torch.save(saved, tmp))
+            _save_state(state_path, state_key, model, optimizer, scheduler, ema, state)
         if cfg.early_stop_patience and state["stale_epochs"] >= cfg.early_stop_patience:
             print(f"{desc}: no {cfg.monitor} improvement in {cfg.early_stop_patience} epochs, stopping early")
             break
 
-    best = copy.deepcopy(model).cpu()
-    if state["best_state"] is not None:
-        best.load_state_dict(state["best_state"])
+    best = _best_model(model, state)
     if state_path and rank == 0 and Path(state_path).exists():
         os.unlink(state_path)
     return FitResult(
-        model=best.eval(),
+        model=best,
         history=state["history"],
         best_epoch=state["best_epoch"],
         train_images_per_s=state["train_images"] / state["train_s"] if state["train_s"] else 0.0,
