@@ -3,7 +3,7 @@
 One loop, read top to bottom in :func:`fit`: per epoch, seed, shuffle, train (AMP on CUDA),
 validate on the EMA or live weights, keep the best, checkpoint, maybe stop early. It runs as one
 process on CPU or GPU, or under ``torchrun`` (DDP: each rank trains on its shard of the data;
-rank 0 writes files).
+rank 0 writes files; see :mod:`gclf.device`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Weig
 from tqdm import tqdm
 
 from gclf.data.dataset import ImageDataset
+from gclf.device import init_distributed
 from gclf.errors import UserError
 from gclf.io import atomic_write
 from gclf.metrics import binary_metrics
@@ -58,29 +59,6 @@ class FitResult:
     best_epoch: int = -1
     train_images_per_s: float = 0.0
     train_wall_s: float = 0.0
-
-
-def select_device(name: str, threads: int) -> torch.device:
-    """``auto`` picks CUDA when present; ``threads`` (0 = all cores) caps CPU threads."""
-    if threads > 0:
-        torch.set_num_threads(threads)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but no CUDA device is visible")
-    if name == "cuda" and dist.is_initialized():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(name)
-
-
-def init_distributed() -> tuple[int, int]:
-    """(rank, world size); joins the process group when started by ``torchrun``."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
 def freeze_backbone(model: nn.Module) -> list[nn.Parameter]:

@@ -7,6 +7,7 @@ import os
 import torch
 
 from gclf.data.images import load_split
+from gclf.device import select_device
 from gclf.gradcam import cam_cases, grad_cam
 from gclf.io import read_json, write_json, write_text
 from gclf.metrics import (
@@ -22,7 +23,6 @@ from gclf.model import CLASSES, load_model
 from gclf.modelcard import render_model_card
 from gclf.plots import evaluation_png, image_grid_png, pr_rows, roc_rows, subgroup_rows, subgroups_png, write_table
 from gclf.stage import run_stage
-from gclf.train import select_device
 from gclf.tta import inference_views, probs_from_logits, view_logits
 
 

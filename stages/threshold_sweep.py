@@ -5,12 +5,12 @@ threshold on the calibrated probabilities, for plain inference and for TTA."""
 import numpy as np
 
 from gclf.data.images import load_split
+from gclf.device import select_device
 from gclf.io import write_json
 from gclf.model import load_model
 from gclf.plots import threshold_png, write_table
 from gclf.stage import run_stage
 from gclf.threshold import choose, fit_temperature, sweep
-from gclf.train import select_device
 from gclf.tta import inference_views, probs_from_logits, view_logits
 
 

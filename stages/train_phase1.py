@@ -1,6 +1,7 @@
 """Stage train_phase1: train the head on a frozen backbone (Adam + ReduceLROnPlateau)."""
 
 from gclf.data.images import load_split
+from gclf.device import select_device
 from gclf.model import artifact_meta, build_model, load_backbone_weights
 from gclf.stage import run_stage
 from gclf.train import (
@@ -10,7 +11,6 @@ from gclf.train import (
     run_phase,
     save_phase,
     seed_everything,
-    select_device,
 )
 
 

@@ -2,16 +2,15 @@
 one-cycle or cosine schedule, gradient clipping, EMA, early stopping)."""
 
 from gclf.data.images import load_split
+from gclf.device import init_distributed, select_device
 from gclf.model import load_model
 from gclf.stage import run_stage
 from gclf.train import (
     FitConfig,
     adamw_schedule,
-    init_distributed,
     progressive_sizes,
     run_phase,
     save_phase,
-    select_device,
 )
 
 

@@ -3,6 +3,7 @@
 import torch
 
 from gclf.augment import train_transform
+from gclf.device import select_device
 from gclf.losses import make_loss
 from gclf.model import build_model
 from gclf.params import AugmentParams
@@ -16,7 +17,6 @@ from gclf.train import (
     layer_decay_groups,
     progressive_sizes,
     save_phase,
-    select_device,
 )
 
 SIZE = 32
