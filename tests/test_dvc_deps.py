@@ -124,7 +124,9 @@ def test_stage_code_deps_are_exactly_the_modules_it_imports(name):
     missing = sorted(f for f in imported if not any(covered(f, d) for d in deps))
     stale = []
     for dep in deps:
-        files = [dep] if dep.endswith(".py") else [p.relative_to(ROOT).as_posix() for p in (ROOT / dep).rglob("*.py")]
+        files = (
+            [dep] if dep.endswith(".py") else sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / dep).rglob("*.py"))
+        )
         if not files:
             stale.append(f"{dep} (no such module)")
         stale += [f"{f} (via {dep})" if f != dep else f for f in files if f not in imported]
