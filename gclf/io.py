@@ -12,7 +12,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -49,13 +49,29 @@ def _rounded(value: Any, digits: int) -> Any:
     return value
 
 
-def dumps_json(obj: Any, digits: int = 4) -> str:
-    """JSON with sorted keys and rounded floats, so equal results give equal bytes."""
-    return json.dumps(_rounded(obj, digits), indent=2, sort_keys=True) + "\n"
+def _sorted(value: Any) -> Any:
+    """``value`` with the keys of every dict in it in sorted order."""
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
 
 
-def write_json(path: str | os.PathLike, obj: Any, digits: int = 4) -> None:
-    write_text(path, dumps_json(obj, digits))
+def dumps_json(obj: Any, digits: int = 4, first: Sequence[str] = ()) -> str:
+    """JSON with sorted keys and rounded floats, so equal results give equal bytes.
+
+    ``first`` names top-level keys to write before the sorted rest, in that order: DVC lists a
+    metrics file's keys as they stand, so these are the ones ``dvc exp show`` shows first.
+    """
+    ordered = _sorted(_rounded(obj, digits))
+    if first:
+        ordered = {k: ordered[k] for k in [*first, *ordered] if k in ordered}  # a dict keeps a key's first place
+    return json.dumps(ordered, indent=2) + "\n"
+
+
+def write_json(path: str | os.PathLike, obj: Any, digits: int = 4, first: Sequence[str] = ()) -> None:
+    write_text(path, dumps_json(obj, digits, first))
 
 
 def read_json(path: str | os.PathLike) -> Any:

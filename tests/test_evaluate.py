@@ -203,6 +203,7 @@ def test_evaluate_stage_writes_every_output(checkpoint, tmp_path, monkeypatch):
         torch.set_num_threads(threads)  # the stage sets them for the whole process
 
     report = json.loads(Path("metrics/eval.json").read_text())
+    assert list(report)[:4] == ["test_accuracy", "test_roc_auc", "test_f1", "test_ece"]  # dvc exp show's first columns
     assert report["group_race_asian_count"] == 4 and report["group_race_asian_small"] == 1
     assert report["group_race_white_small"] == 0 and "group_race_accuracy_gap" in report
     assert "group_age_20_count" not in report and report["group_age_band_20-39_count"] == 24  # bands, not ages
