@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from gclf.errors import EXIT_SOME_INPUTS_FAILED, EXIT_USER_ERROR, UserError
 from gclf.stage import fail
+
+if TYPE_CHECKING:  # imported where used: it loads torch, ONNX Runtime and OpenVINO
+    from gclf.predict import Predictor
 
 
 def bounded(kind: type, low: float, high: float, expected: str) -> Callable[[str], Any]:
@@ -33,6 +36,19 @@ def bounded(kind: type, low: float, high: float, expected: str) -> Callable[[str
 
 positive_int = bounded(int, 1, math.inf, "a whole number of at least 1")
 probability = bounded(float, 0.0, 1.0, "a number between 0 and 1")
+
+
+def load_predictor(args: argparse.Namespace, batch_size: int = 32) -> Predictor:
+    """The :class:`~gclf.predict.Predictor` of ``--model``, ``--threads``, ``--tta`` and ``--threshold``
+    (predict and evaluate); says on stderr when the artifact carries no threshold to use."""
+    from gclf.predict import Predictor
+
+    predictor = Predictor(args.model, args.threads, args.tta, args.threshold, batch_size)
+    if predictor.threshold_source == "default":
+        print(
+            f"note: {args.model} carries no threshold; using {predictor.threshold} (see --threshold)", file=sys.stderr
+        )
+    return predictor
 
 
 def add_predict_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,15 +82,11 @@ def predict_command(args: argparse.Namespace) -> None:
     """Run ``gclf predict``: rows to --out or stdout, failures and images/s to stderr, exit code by outcome."""
     import time
 
-    from gclf.predict import Predictor, output_format, rows_csv, write_rows
+    from gclf.predict import output_format, rows_csv, write_rows
 
     if args.out:
         output_format(args.out)  # a wrong name stops before the model loads, not after the run
-    predictor = Predictor(args.model, args.threads, args.tta, args.threshold, args.batch_size)
-    if predictor.threshold_source == "default":
-        print(
-            f"note: {args.model} carries no threshold; using {predictor.threshold} (see --threshold)", file=sys.stderr
-        )
+    predictor = load_predictor(args, args.batch_size)
     start = time.perf_counter()
     rows = predictor.predict(args.paths, progress=True)
     seconds = time.perf_counter() - start
@@ -196,16 +208,11 @@ def evaluate_command(args: argparse.Namespace) -> None:
     """Run ``gclf evaluate``: metrics on stdout (and --out), skipped files and notes on stderr."""
     from gclf.external import evaluate_artifact, scan_labelled, skipped_summary
     from gclf.io import dumps_json, write_json
-    from gclf.predict import Predictor
 
     if args.bootstrap < 0:
         raise UserError(f"--bootstrap: expected 0 or more, got {args.bootstrap}")
     records, rejected = scan_labelled(args.data, args.format, args.split)
-    predictor = Predictor(args.model, args.threads, args.tta, args.threshold)
-    if predictor.threshold_source == "default":
-        print(
-            f"note: {args.model} carries no threshold; using {predictor.threshold} (see --threshold)", file=sys.stderr
-        )
+    predictor = load_predictor(args)
     report, unreadable = evaluate_artifact(
         predictor, records, bootstrap=args.bootstrap, min_group_size=args.min_group_size, progress=True
     )

@@ -202,19 +202,25 @@ def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None
     atomic_write(path, lambda tmp: torch.save({"state_dict": state, "meta": meta}, tmp))
 
 
+def load_weights(model: nn.Module, state_dict: dict[str, Any], path: str | Path, meta: dict[str, Any]) -> None:
+    """Load an artifact's weights into the model its meta describes, or :class:`ModelError` when they
+    do not fit (missing, unexpected or mis-shaped keys: the PyTorch message is pages long)."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError:
+        raise ModelError(
+            f"{path}: its weights do not fit a {meta['arch']} with a {meta['head']} head "
+            "(an artifact of another architecture?)"
+        ) from None
+
+
 def load_model(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
     """Load a checkpoint written by :func:`save_model` without unpickling arbitrary objects."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         meta = ckpt["meta"]
         model = build_model(meta["arch"], meta["head"], meta["dropout"])
-        try:
-            model.load_state_dict(ckpt["state_dict"])
-        except RuntimeError:  # missing, unexpected or mis-shaped keys: the PyTorch message is pages long
-            raise ModelError(
-                f"{path}: its weights do not fit a {meta['arch']} with a {meta['head']} head "
-                "(an artifact of another architecture?)"
-            ) from None
+        load_weights(model, ckpt["state_dict"], path, meta)
     except FileNotFoundError:
         raise ModelError(f"{path}: no such model file") from None
     except ModelError:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from gclf.artifact import DYNAMIC_INT8, existing_artifact, legacy_quantization_warnings_silenced
-from gclf.model import ModelError, build_model, load_model
+from gclf.model import ModelError, build_model, load_model, load_weights
 from gclf.quantize import quantize_dynamic_linear
 
 Runner = Callable[[np.ndarray], np.ndarray]  # float32 pixels (N, 3, S, S) in [0, 1] -> float32 logits (N,)
@@ -38,14 +38,8 @@ def load_torch_artifact(path: str | Path) -> nn.Module:
         return load_model(path)[0]  # reads the file again, for load_model's own checks and messages
     # Quantized modules own packed weights, so the skeleton must be quantized before loading into it.
     model = quantize_dynamic_linear(build_model(meta["arch"], meta["head"], meta["dropout"]))
-    try:
-        with legacy_quantization_warnings_silenced():
-            model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError:  # as in load_model: a page of key names would not help the user
-        raise ModelError(
-            f"{path}: its weights do not fit a {meta['arch']} with a {meta['head']} head "
-            "(an artifact of another architecture?)"
-        ) from None
+    with legacy_quantization_warnings_silenced():
+        load_weights(model, ckpt["state_dict"], path, meta)
     return model.eval()
 
 
