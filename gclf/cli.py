@@ -235,7 +235,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
             "does: interleaved rounds, warm-up, fixed threads. For speed only; says nothing about accuracy."
         ),
     )
-    bench.add_argument("--arch", default="tf_efficientnet_lite0", help="timm model name (default tf_efficientnet_lite0)")
+    bench.add_argument("--arch", default="tf_efficientnet_lite0", help="timm model name (default %(default)s)")
     bench.add_argument("--head", default="mlp", choices=("mlp", "linear"))
     bench.add_argument("--image-size", type=positive_int, default=224, help="pixels per side (default 224)")
     bench.add_argument("--batch-size", type=positive_int, default=32, help="throughput batch (default 32)")
