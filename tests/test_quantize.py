@@ -140,6 +140,11 @@ def test_pt_runner_is_the_eager_model_and_sets_torch_threads(artifacts):
         torch.set_num_threads(before)
 
 
+def test_every_artifact_kind_has_a_runner():
+    # artifact.py checks suffixes without importing the runners (no cycle): the two lists must agree
+    assert sorted(runtime.RUNNER_FACTORIES) == sorted(artifact.ARTIFACT_SUFFIXES)
+
+
 def test_load_runner_rejects_unknown_artifacts(tmp_path):
     with pytest.raises(ModelError, match="unknown artifact"):
         runtime.load_runner(tmp_path / "model.tflite", THREADS)
