@@ -34,16 +34,53 @@ def bounded(kind: type, low: float, high: float, expected: str) -> Callable[[str
     return parse
 
 
+LABELLED_FORMATS = ("imagefolder", "presplit", "csv", "utkface")  # data.format's layouts, synthetic aside
 positive_int = bounded(int, 1, math.inf, "a whole number of at least 1")
 probability = bounded(float, 0.0, 1.0, "a number between 0 and 1")
 
 
+def add_detection_arguments(parser: argparse.ArgumentParser, max_faces: bool = True) -> None:
+    """``--detect-faces`` and its options (predict, evaluate, explain)."""
+    from gclf.detect import DEFAULT_MAX_FACES, DEFAULT_MIN_FACE_SIZE
+
+    parser.add_argument(
+        "--detect-faces",
+        action="store_true",
+        help="inputs are photos: find every face, crop it like the training crops, label each (docs/faces.md)",
+    )
+    parser.add_argument(
+        "--min-face-size",
+        type=positive_int,
+        default=DEFAULT_MIN_FACE_SIZE,
+        metavar="PX",
+        help=f"with --detect-faces: ignore faces whose crop is smaller (default {DEFAULT_MIN_FACE_SIZE} px)",
+    )
+    if max_faces:
+        parser.add_argument(
+            "--max-faces",
+            type=positive_int,
+            default=DEFAULT_MAX_FACES,
+            metavar="N",
+            help=f"with --detect-faces: keep the N best-scoring faces per photo (default {DEFAULT_MAX_FACES})",
+        )
+
+
 def load_predictor(args: argparse.Namespace, batch_size: int = 32) -> Predictor:
-    """The :class:`~gclf.predict.Predictor` of ``--model``, ``--threads``, ``--tta`` and ``--threshold``
-    (predict and evaluate); says on stderr when the artifact carries no threshold to use."""
+    """The :class:`~gclf.predict.Predictor` of ``--model``, ``--threads``, ``--tta``, ``--threshold``
+    and the face detection options (predict and evaluate); says on stderr when the artifact carries
+    no threshold to use."""
     from gclf.predict import Predictor
 
-    predictor = Predictor(args.model, args.threads, args.tta, args.threshold, batch_size)
+    predictor = Predictor(
+        args.model,
+        args.threads,
+        args.tta,
+        args.threshold,
+        batch_size,
+        detect_faces=args.detect_faces,
+        min_face_size=args.min_face_size,
+        max_faces=args.max_faces,
+    )
     if predictor.threshold_source == "default":
         print(
             f"note: {args.model} carries no threshold; using {predictor.threshold} (see --threshold)", file=sys.stderr
@@ -58,7 +95,8 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
         help="label face images with a trained model (.pt, .onnx or OpenVINO .xml)",
         description=(
             "Label face images with any model the pipeline writes. One row per input: path, probability "
-            "of the positive class, label, error. Exit code 0: every input predicted; "
+            "of the positive class, label, error; with --detect-faces, one row per face found, with its "
+            "number and box. Exit code 0: every input predicted; "
             f"{EXIT_SOME_INPUTS_FAILED}: some inputs failed (listed on stderr); {EXIT_USER_ERROR}: nothing "
             "could be read, or a bad argument or model."
         ),
@@ -76,24 +114,28 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
         "--batch-size", type=positive_int, default=32, metavar="N", help="images per model call (default 32)"
     )
     predict.add_argument("--threads", type=positive_int, default=2, metavar="N", help="inference threads (default 2)")
+    add_detection_arguments(predict)
+    predict.add_argument("--save-crops", metavar="DIR", help="with --detect-faces: save each face crop as a PNG here")
 
 
 def predict_command(args: argparse.Namespace) -> None:
     """Run ``gclf predict``: rows to --out or stdout, failures and images/s to stderr, exit code by outcome."""
     import time
 
-    from gclf.predict import output_format, rows_csv, write_rows
+    from gclf.predict import output_format, rows_csv, skipped_by_extension, write_rows
 
+    if args.save_crops and not args.detect_faces:
+        raise UserError("--save-crops needs --detect-faces")
     if args.out:
         output_format(args.out)  # a wrong name stops before the model loads, not after the run
     predictor = load_predictor(args, args.batch_size)
     start = time.perf_counter()
-    rows = predictor.predict(args.paths, progress=True)
+    rows = predictor.predict(args.paths, progress=True, crops_dir=args.save_crops)
     seconds = time.perf_counter() - start
     if args.out:
-        write_rows(rows, args.out)
+        write_rows(rows, args.out, predictor.columns)
     else:
-        print(rows_csv(rows), end="")
+        print(rows_csv(rows, predictor.columns), end="")
     failed = [row for row in rows if row["error"]]
     for row in failed:
         print(f"failed: {row['path']}: {row['error']}", file=sys.stderr)
@@ -104,13 +146,17 @@ def predict_command(args: argparse.Namespace) -> None:
             if len(rows) == 1
             else f"nothing could be read: all {len(rows)} inputs failed (listed above)"
         )
+    photos = len({row["path"] for row in rows if not row["error"]})
+    counted = f"{done} faces in {photos} photos" if args.detect_faces else f"{done} images"
+    skipped = skipped_by_extension(args.paths)
     print(
-        f"predicted {done} images in {seconds:.1f} s: {done / seconds:.1f} images/s "
-        f"({predictor.image_size} px, {args.threads} threads)",
+        f"predicted {counted} in {seconds:.1f} s: {(photos if args.detect_faces else done) / seconds:.1f} images/s "
+        f"({predictor.image_size} px, {args.threads} threads)"
+        + (f"; skipped {len(skipped)} files that are not images by their extension" if skipped else ""),
         file=sys.stderr,
     )
     if failed:
-        print(f"{len(failed)} of {len(rows)} inputs failed", file=sys.stderr)
+        print(f"{len(failed)} of {len(rows)} {'rows' if args.detect_faces else 'inputs'} failed", file=sys.stderr)
         sys.exit(EXIT_SOME_INPUTS_FAILED)
 
 
@@ -119,7 +165,10 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
     explain = sub.add_parser(
         "explain",
         help="Grad-CAM heat map of one image: where the model sees the evidence",
-        description="Write the image and its Grad-CAM map side by side as a PNG. Needs a .pt checkpoint.",
+        description=(
+            "Write the image and its Grad-CAM map side by side as a PNG; with --detect-faces, the whole photo "
+            "with every face boxed and labelled, its map inside its box. Needs a .pt checkpoint."
+        ),
     )
     explain.add_argument("image", metavar="IMAGE", help="an image file")
     explain.add_argument("--model", required=True, metavar="CHECKPOINT", help="an FP32 .pt checkpoint")
@@ -135,13 +184,14 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
     )
     explain.add_argument("--layer", metavar="NAME", help="the feature map to use (default: see --list-layers)")
     explain.add_argument("--list-layers", action="store_true", help="list the usable layers and their sizes, then stop")
+    add_detection_arguments(explain)
 
 
 def explain_command(args: argparse.Namespace) -> None:
     """Run ``gclf explain``: the PNG to --out, the prediction on stdout."""
     import torch
 
-    from gclf.explain import explain_png, load_explainable
+    from gclf.explain import explain_faces_png, explain_png, load_explainable
     from gclf.gradcam import default_layer, feature_maps
     from gclf.model import CLASSES
 
@@ -157,6 +207,20 @@ def explain_command(args: argparse.Namespace) -> None:
         threshold = 0.5
         print(f"note: {args.model} carries no threshold; using 0.5 (see --threshold)", file=sys.stderr)
     target = None if args.target == "predicted" else CLASSES.index(args.target)
+    if args.detect_faces:
+        from gclf.detect import FaceDetector
+
+        detector = FaceDetector(min_face_size=args.min_face_size, max_faces=args.max_faces)
+        found = explain_faces_png(
+            model, meta, args.image, args.out, detector, threshold=threshold, target=target, layer=args.layer
+        )
+        for index, (face, prob, mapped) in enumerate(found):
+            print(
+                f"{args.image} face {index} at x={face.x:.0f} y={face.y:.0f} w={face.w:.0f} h={face.h:.0f}: "
+                f"P({CLASSES[1]}) {prob:.4f}: {CLASSES[int(prob >= threshold)]}; evidence for {CLASSES[mapped]}"
+            )
+        print(f"{len(found)} faces mapped to {args.out}")
+        return
     prob, mapped = explain_png(model, meta, args.image, args.out, threshold=threshold, target=target, layer=args.layer)
     print(
         f"{args.image}: P({CLASSES[1]}) {prob:.4f} at threshold {threshold:.2f}: {CLASSES[int(prob >= threshold)]}; "
@@ -178,7 +242,7 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--data", required=True, metavar="PATH", help="the dataset folder, or a CSV manifest")
     evaluate.add_argument(
         "--format",
-        choices=("imagefolder", "presplit", "csv", "utkface"),
+        choices=LABELLED_FORMATS,
         default="imagefolder",
         help="its layout, as data.format (default imagefolder: PATH/{female,male}/...)",
     )
@@ -192,6 +256,7 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--tta", action="store_true", help="average over the artifact's TTA views")
     evaluate.add_argument("--out", metavar="FILE", help="also write the metrics to this JSON file")
     evaluate.add_argument("--threads", type=positive_int, default=2, metavar="N", help="inference threads (default 2)")
+    add_detection_arguments(evaluate)
     evaluate.add_argument(
         "--bootstrap", type=int, default=1000, metavar="N", help="resamples for the intervals; 0 = none (default 1000)"
     )
@@ -268,6 +333,41 @@ def bench_command(args: argparse.Namespace) -> None:
         write_json(args.out, report, digits=3)
 
 
+def add_bench_faces_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``bench-faces`` subcommand's arguments (handled by :func:`bench_faces_command`)."""
+    bench = sub.add_parser(
+        "bench-faces",
+        help="face detection on composite photos of labelled faces: recall, precision, accuracy, speed",
+        description=(
+            "Paste labelled face crops (a test split, say) into 640x480 composite photos, run predict "
+            "--detect-faces on them, and report detection recall and precision by face size, end-to-end "
+            "accuracy against the same faces' own crops, and images/s against crop-only predict."
+        ),
+    )
+    bench.add_argument("--model", required=True, metavar="ARTIFACT", help="a .pt checkpoint, .onnx or OpenVINO .xml")
+    bench.add_argument("--data", required=True, metavar="PATH", help="labelled face crops: a folder or CSV manifest")
+    bench.add_argument("--format", choices=LABELLED_FORMATS, default="csv", help="as evaluate's (csv)")
+    bench.add_argument("--photos", type=positive_int, default=200, metavar="N", help="composites per set (default 200)")
+    bench.add_argument("--seed", type=int, default=0, help="composite layout seed (default 0)")
+    bench.add_argument("--threads", type=positive_int, default=2, metavar="N", help="inference threads (default 2)")
+    bench.add_argument("--out", metavar="FILE.json", help="also write the numbers as JSON")
+
+
+def bench_faces_command(args: argparse.Namespace) -> None:
+    from gclf.bench import machine_facts
+    from gclf.external import scan_labelled
+    from gclf.facebench import face_benchmark, report_table
+    from gclf.io import write_json
+
+    records, _ = scan_labelled(args.data, args.format)
+    report = face_benchmark(args.model, records, photos=args.photos, seed=args.seed, threads=args.threads)
+    machine = machine_facts(args.threads)
+    print(f"{args.model} on {len(records)} faces of {args.data}; {machine['cpu_model']}, {args.threads} threads")
+    print(report_table(report))
+    if args.out:
+        write_json(args.out, {**report, "cpu_model": machine["cpu_model"]}, digits=4)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gclf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -277,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     add_explain_parser(sub)
     add_evaluate_parser(sub)
     add_bench_parser(sub)
+    add_bench_faces_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "check-params":
@@ -291,5 +392,7 @@ def main(argv: list[str] | None = None) -> None:
             evaluate_command(args)
         elif args.command == "bench":
             bench_command(args)
+        elif args.command == "bench-faces":
+            bench_faces_command(args)
     except UserError as e:
         fail(str(e))

@@ -48,12 +48,16 @@ def evaluate_artifact(
 ) -> tuple[dict[str, float], Rejected]:
     """Metrics of ``predictor`` on ``records`` at its threshold: :func:`binary_metrics`, 95 %
     bootstrap intervals for accuracy, F1 and ROC-AUC (``bootstrap`` resamples, 0 = none), the
-    subgroup audit when the records carry metadata, ``images`` used and ``threshold``.
+    subgroup audit when the records carry metadata, ``images`` used and ``threshold``. With face
+    detection, each photo is scored by its largest face; a photo without one is unreadable.
 
     Returns (metrics, unreadable files with their reasons); stops with :class:`DataError` when no
     image could be read.
     """
     rows = predictor.predict([r.path for r in records], progress=progress)
+    if predictor.detector is not None:
+        subjects = main_faces(rows)
+        rows = [subjects[record.path] for record in records]
     unreadable = [(row["path"], row["error"]) for row in rows if row["error"]]
     used = [(record, row["probability"]) for record, row in zip(records, rows) if not row["error"]]
     if not used:
@@ -69,6 +73,16 @@ def evaluate_artifact(
     audit = subgroup_audit(labels, probs, threshold, [record.meta for record, _ in used], min_group_size)
     report.update(audit_scalars(audit))
     return report, unreadable
+
+
+def main_faces(rows: list[dict]) -> dict[str, dict]:
+    """Per photo, the row of its largest face (its subject), or its error row."""
+    subjects: dict[str, dict] = {}
+    for row in rows:
+        best = subjects.get(row["path"])
+        if best is None or (not row["error"] and (best["error"] or row["w"] * row["h"] > best["w"] * best["h"])):
+            subjects[row["path"]] = row
+    return subjects
 
 
 def skipped_summary(rejected: Rejected, shown: int = 5) -> str:

@@ -1,8 +1,9 @@
 """Label image files with any gclf artifact: the :class:`Predictor` API behind ``gclf predict``.
 
 Inputs may be image files, folders (searched recursively), globs, or CSV files listing paths. Every
-input gives one row ``{path, probability, label, error}``: a file that cannot be used gets its
-reason in ``error`` and the batch goes on. Images are decoded exactly as the evaluate stage decodes
+input gives one row ``{path, probability, label, error}`` (with face detection, one row per face,
+with its number and box: :data:`FACE_COLUMNS`): a file that cannot be used gets its reason in
+``error`` and the batch goes on. Images are decoded exactly as the evaluate stage decodes
 them (:func:`gclf.data.images.decode_image`), by a small thread pool that keeps decoding ahead while the
 model runs on the current batch.
 """
@@ -25,14 +26,19 @@ from tqdm import tqdm
 
 from gclf.artifact import DYNAMIC_INT8, read_artifact_meta
 from gclf.data import WORKERS
-from gclf.data.formats import IMAGE_EXTENSIONS, image_files, is_image_name
+from gclf.data.formats import IMAGE_EXTENSIONS, image_files, is_image_name, visible_files
 from gclf.data.images import decode_image
+from gclf.data.manifest import DataError
+from gclf.detect import DEFAULT_MAX_FACES, DEFAULT_MIN_FACE_SIZE, Face, FaceDetector, face_crop
 from gclf.errors import UserError
 from gclf.io import csv_text, dumps_json, write_text
+from gclf.photos import open_photo
 from gclf.runtime import Runner, load_runner
 from gclf.tta import predict_probs
 
 COLUMNS = ("path", "probability", "label", "error")
+FACE_COLUMNS = ("path", "face", "x", "y", "w", "h", "detection_score", "probability", "label", "error")
+MIN_IMAGE_SIDE = 32  # measured (docs/faces.md): UTKFace test crops reduced to 32 px lose 4 points, to 8 px all
 OUTPUT_FORMATS = (".csv", ".json")
 DEFAULT_THRESHOLD = 0.5  # for checkpoints that carry no tuned threshold (models/train_phase2.pt)
 DEFAULT_TTA_VIEWS = ("identity", "hflip")  # for artifacts that do not record their TTA views
@@ -40,6 +46,7 @@ PROGRESS_DELAY_S = 2.0  # the progress bar appears only on runs longer than this
 GLOB_CHARACTERS = "*?["
 
 Row = dict[str, Any]
+Decoded = list[tuple[Row, "np.ndarray | None"]]  # one decoded input: its rows, each with the pixels to classify
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -93,18 +100,48 @@ def expand_inputs(items: Iterable[str | os.PathLike]) -> list[tuple[str, str]]:
     return [entry for item in items for entry in expand_input(os.fspath(item))]
 
 
+def skipped_by_extension(items: Iterable[str | os.PathLike]) -> list[str]:
+    """Files that the folders and globs among ``items`` hold but :func:`expand_input` leaves out,
+    their extension not being an image's (files named directly are always tried)."""
+    skipped = []
+    for item in map(os.fspath, items):
+        if os.path.isdir(item):
+            skipped += [p for p in visible_files(item) if not is_image_name(p)]
+        elif not os.path.exists(item) and any(c in item for c in GLOB_CHARACTERS):
+            for match in sorted(glob.glob(item, recursive=True)):
+                found = visible_files(match) if os.path.isdir(match) else [match]
+                skipped += [p for p in found if not is_image_name(p)]
+    return skipped
+
+
 # --- decoding ---------------------------------------------------------------------------------
 
 
 def read_image(path: str, image_size: int) -> tuple[np.ndarray | None, str]:
     """``(pixels, "")`` with (S, S, 3) uint8 pixels as evaluate decodes them, or ``(None, reason)``.
 
-    Never raises for a bad file: one unreadable image must not stop a batch.
+    Never raises for a bad file: one unreadable image must not stop a batch. An image under
+    :data:`MIN_IMAGE_SIDE` px a side is refused: it cannot hold a face the model can tell.
     """
+
+    def decode() -> np.ndarray:
+        with Image.open(path) as image:
+            if min(image.size) < MIN_IMAGE_SIDE:
+                width, height = image.size
+                raise DataError(f"too small for a face ({width}x{height} px; at least {MIN_IMAGE_SIDE} px a side)")
+        return decode_image(path, image_size)
+
+    return guarded(decode, path)
+
+
+def guarded(read: Callable[[], Result], path: str) -> tuple[Result | None, str]:
+    """``(read(), "")``, or ``(None, reason)`` when reading the file ``path`` fails."""
     try:
         if os.path.getsize(path) == 0:
             return None, "empty file"
-        return decode_image(path, image_size), ""
+        return read(), ""
+    except DataError as e:
+        return None, str(e)
     except FileNotFoundError:
         return None, "no such file"
     except IsADirectoryError:
@@ -154,6 +191,9 @@ class Predictor:
     Everything inference needs (image size, classes, temperature, threshold, TTA views) comes from the artifact;
     ``threshold`` overrides the artifact's. ``threshold_source`` says where the threshold came
     from: ``"argument"``, ``"artifact"``, or ``"default"`` (0.5, for a checkpoint without one).
+    With ``detect_faces``, inputs are photos: every face of at least ``min_face_size`` px is found
+    (:class:`gclf.detect.FaceDetector`, at most ``max_faces`` per photo), cropped like the training
+    crops and labelled, one row per face (:data:`FACE_COLUMNS`).
     """
 
     def __init__(
@@ -163,9 +203,15 @@ class Predictor:
         tta: bool = False,
         threshold: float | None = None,
         batch_size: int = 32,
+        detect_faces: bool = False,
+        min_face_size: int = DEFAULT_MIN_FACE_SIZE,
+        max_faces: int = DEFAULT_MAX_FACES,
     ):
-        if threads < 1 or batch_size < 1:
-            raise UserError(f"threads and batch size must be at least 1, got {threads} and {batch_size}")
+        if threads < 1 or batch_size < 1 or max_faces < 1 or min_face_size < 1:
+            raise UserError(
+                "threads, batch size, max faces and min face size must be at least 1, got "
+                f"{threads}, {batch_size}, {max_faces} and {min_face_size}"
+            )
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise UserError(f"threshold must be between 0 and 1, got {threshold}")
         self.model_path = os.fspath(model_path)
@@ -184,6 +230,10 @@ class Predictor:
         self.batch_size = batch_size
         runner = load_runner(self.model_path, threads)
         self._runner = one_image_per_call(runner) if self.meta.get("quantization") == DYNAMIC_INT8 else runner
+        self.detector = (
+            FaceDetector(threads, min_face_size=min_face_size, max_faces=max_faces) if detect_faces else None
+        )
+        self.columns = FACE_COLUMNS if detect_faces else COLUMNS
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Probability of the positive class for uint8 images (N, S, S, 3), averaged over the TTA views."""
@@ -194,20 +244,52 @@ class Predictor:
 
         return predict_probs(logits, images, batch_size=len(images), views=self.views, temperature=self.temperature)
 
-    def _decode(self, entry: tuple[str, str]) -> tuple[np.ndarray | None, str]:
-        path, error = entry
-        return (None, error) if error else read_image(path, self.image_size)
+    def row(self, path: str, **fields: Any) -> Row:
+        """A row of :attr:`columns` for ``path``: no prediction yet, ``fields`` filled in."""
+        return {**dict.fromkeys(self.columns), "path": path, "label": "", "error": "", **fields}
 
-    def predict(self, paths: str | os.PathLike | Iterable[str | os.PathLike], progress: bool = False) -> list[Row]:
-        """One row ``{path, probability, label, error}`` per image that ``paths`` name, in order.
+    def _decode(self, entry: tuple[str, str], crops_dir: str | None) -> Decoded:
+        """The rows of one input, each with the pixels to classify (None on error)."""
+        path, error = entry
+        if error:
+            return [(self.row(path, error=error), None)]
+        if self.detector is None:
+            pixels, error = read_image(path, self.image_size)
+            return [(self.row(path, error=error), pixels)]
+        faces, error = guarded(lambda: self.detect(path), path)
+        if faces is None or not faces:
+            return [(self.row(path, error=error or "no face found"), None)]
+        decoded = []
+        for index, (face, pixels) in enumerate(faces):
+            box = {k: round(v) for k, v in zip("xywh", (face.x, face.y, face.w, face.h))}
+            decoded.append((self.row(path, face=index, detection_score=face.score, **box), pixels))
+            if crops_dir:
+                Image.fromarray(pixels).save(os.path.join(crops_dir, crop_name(path, index)))
+        return decoded
+
+    def detect(self, path: str) -> list[tuple[Face, np.ndarray]]:
+        """Every face in the photo at ``path`` (box in the whole upright photo's pixels), left to right,
+        with its crop as the model takes it."""
+        photo, (sx, sy) = open_photo(path)
+        return [(face.scaled(sx, sy), face_crop(photo, face, self.image_size)) for face in self.detector(photo)]
+
+    def predict(
+        self,
+        paths: str | os.PathLike | Iterable[str | os.PathLike],
+        progress: bool = False,
+        crops_dir: str | os.PathLike | None = None,
+    ) -> list[Row]:
+        """One row per image that ``paths`` name (one per face with ``detect_faces``), in order.
 
         ``paths`` may hold image files, folders (recursive), globs and CSV files of paths (or be
-        one of them). A row
-        with an ``error`` has probability None and label ""; an input naming no image gets one.
+        one of them). A row with an ``error`` has probability None and label ""; an input naming
+        no image gets one. ``crops_dir``: where to save each face crop (:func:`crop_name`).
         """
         entries = expand_inputs([paths] if isinstance(paths, (str, os.PathLike)) else paths)
-        rows: list[Row] = [{"path": path, "probability": None, "label": "", "error": ""} for path, _ in entries]
-        batch: list[tuple[int, np.ndarray]] = []
+        if crops_dir is not None:
+            os.makedirs(crops_dir, exist_ok=True)
+        rows: list[Row] = []
+        batch: list[tuple[Row, np.ndarray]] = []
         # disable=None: no bar when stderr is not a terminal, so logs stay clean
         bar = tqdm(
             total=len(entries),
@@ -218,27 +300,37 @@ class Predictor:
         )
         with warnings.catch_warnings(), ThreadPoolExecutor(WORKERS) as pool, bar:
             # PIL only warns between 1x and 2x its pixel limit; as an error, every image over the
-            # limit is refused alike. Set around the whole pool, since warning filters are global.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            decoded = decoded_in_order(entries, self._decode, pool, ahead=2 * self.batch_size)
-            for index, (pixels, error) in enumerate(decoded):
-                if pixels is None:
-                    rows[index]["error"] = error
-                    bar.update()
-                else:
-                    batch.append((index, pixels))
-                if len(batch) == self.batch_size or (batch and index == len(entries) - 1):
-                    self._fill(rows, batch)
-                    bar.update(len(batch))
+            # limit is refused alike. Photos for detection have their own limit (gclf.photos).
+            # Set around the whole pool, since warning filters are global.
+            bomb = "ignore" if self.detector else "error"
+            warnings.simplefilter(bomb, Image.DecompressionBombWarning)  # type: ignore[arg-type]
+            decode = lambda entry: self._decode(entry, None if crops_dir is None else os.fspath(crops_dir))  # noqa: E731
+            for decoded in decoded_in_order(entries, decode, pool, ahead=2 * self.batch_size):
+                for row, pixels in decoded:
+                    rows.append(row)
+                    if pixels is not None:
+                        batch.append((row, pixels))
+                if len(batch) >= self.batch_size:
+                    self._fill(batch)
                     batch = []
+                bar.update()
+            if batch:
+                self._fill(batch)
         return rows
 
-    def _fill(self, rows: list[Row], batch: list[tuple[int, np.ndarray]]) -> None:
-        """Predict ``batch`` (row index, pixels) into ``rows``."""
+    def _fill(self, batch: list[tuple[Row, np.ndarray]]) -> None:
+        """Predict ``batch`` (row, pixels) into its rows."""
         probs = self.probabilities(np.stack([pixels for _, pixels in batch]))
         positive = probs >= self.threshold  # on the float32 array, exactly as evaluate compares
-        for (index, _), prob, is_positive in zip(batch, probs, positive):
-            rows[index].update(probability=float(prob), label=self.classes[int(is_positive)])
+        for (row, _), prob, is_positive in zip(batch, probs, positive):
+            row.update(probability=float(prob), label=self.classes[int(is_positive)])
+
+
+def crop_name(path: str, face: int) -> str:
+    """File name of a saved face crop: the photo's path made flat, and the face's number
+    (``photos/party.jpg`` -> ``photos_party.jpg.face0.png``)."""
+    flat = "_".join(part for part in Path(path).parts if part not in ("/", "..", ".")).replace(":", "_")
+    return f"{flat}.face{face}.png"
 
 
 # --- output -----------------------------------------------------------------------------------
@@ -252,16 +344,27 @@ def output_format(path: str) -> str:
     return suffix
 
 
-def probability_cell(probability: float | None) -> str:
-    return "" if probability is None else f"{probability:.6f}"
+def cell(column: str, value: Any) -> str:
+    """A CSV cell: empty for None, 6 decimals for a probability, 4 for a detection score."""
+    if value is None:
+        return ""
+    if column == "probability":
+        return f"{value:.6f}"
+    if column == "detection_score":
+        return f"{value:.4f}"
+    return str(value)
 
 
-def rows_csv(rows: list[Row]) -> str:
-    """Rows as CSV ``path,probability,label,error``; a failed row has an empty probability."""
-    cells = ([r["path"], probability_cell(r["probability"]), r["label"], r["error"]] for r in rows)
-    return csv_text(list(COLUMNS), cells)
+def rows_csv(rows: list[Row], columns: Iterable[str] = COLUMNS) -> str:
+    """Rows as CSV with ``columns`` (:data:`COLUMNS`, or :data:`FACE_COLUMNS`); empty cells for None."""
+    columns = list(columns)
+    return csv_text(columns, ([cell(c, row[c]) for c in columns] for row in rows))
 
 
-def write_rows(rows: list[Row], path: str) -> None:
-    """Write rows to ``path`` (``.csv``, or ``.json``: a list of objects, null probability on error)."""
-    write_text(path, dumps_json(rows, digits=6) if output_format(path) == ".json" else rows_csv(rows))
+def write_rows(rows: list[Row], path: str, columns: Iterable[str] = COLUMNS) -> None:
+    """Write rows to ``path`` (``.csv``, or ``.json``: a list of objects, null where a value is missing)."""
+    columns = list(columns)
+    if output_format(path) == ".json":
+        write_text(path, dumps_json([{c: row[c] for c in columns} for row in rows], digits=6))
+    else:
+        write_text(path, rows_csv(rows, columns))

@@ -16,7 +16,7 @@ from typing import Callable
 from gclf.data.manifest import DataError, Record, Rejected
 from gclf.synthetic import make_synthetic
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")  # GIF: its first frame
 CLASS_NAMES = {
     **dict.fromkeys(("male", "males", "man", "men", "m"), 0),
     **dict.fromkeys(("female", "females", "woman", "women", "f"), 1),
@@ -47,10 +47,15 @@ def is_image_name(name: str) -> bool:
 
 def image_files(folder: str) -> list[str]:
     """Image paths under ``folder`` (recursive, sorted, hidden entries skipped), joined onto it as given."""
+    return [path for path in visible_files(folder) if is_image_name(path)]
+
+
+def visible_files(folder: str) -> list[str]:
+    """Every file under ``folder`` (recursive, sorted, hidden entries skipped), joined onto it as given."""
     found = []
     for parent, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(parent, f) for f in sorted(files) if is_image_name(f) and not f.startswith(".")]
+        found += [os.path.join(parent, f) for f in sorted(files) if not f.startswith(".")]
     return found
 
 
