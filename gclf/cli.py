@@ -148,9 +148,11 @@ def predict_command(args: argparse.Namespace) -> None:
         )
     photos = len({row["path"] for row in rows if not row["error"]})
     counted = f"{done} faces in {photos} photos" if args.detect_faces else f"{done} images"
+    # with detection, a photo without a face was decoded and searched too
+    searched = photos + sum(row["error"] == "no face found" for row in rows) if args.detect_faces else done
     skipped = skipped_by_extension(args.paths)
     print(
-        f"predicted {counted} in {seconds:.1f} s: {(photos if args.detect_faces else done) / seconds:.1f} images/s "
+        f"predicted {counted} in {seconds:.1f} s: {searched / seconds:.1f} images/s "
         f"({predictor.image_size} px, {args.threads} threads)"
         + (f"; skipped {len(skipped)} files that are not images by their extension" if skipped else ""),
         file=sys.stderr,
@@ -345,8 +347,18 @@ def add_bench_faces_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     bench.add_argument("--model", required=True, metavar="ARTIFACT", help="a .pt checkpoint, .onnx or OpenVINO .xml")
-    bench.add_argument("--data", required=True, metavar="PATH", help="labelled face crops: a folder or CSV manifest")
-    bench.add_argument("--format", choices=LABELLED_FORMATS, default="csv", help="as evaluate's (csv)")
+    bench.add_argument(
+        "--data",
+        default="data/splits/test.csv",
+        metavar="PATH",
+        help="labelled face crops (default %(default)s, the pipeline's test split)",
+    )
+    bench.add_argument(
+        "--format",
+        choices=("manifest", *LABELLED_FORMATS),
+        default="manifest",
+        help="manifest: a split manifest the split stage wrote; else as evaluate's --format (default manifest)",
+    )
     bench.add_argument("--photos", type=positive_int, default=200, metavar="N", help="composites per set (default 200)")
     bench.add_argument("--seed", type=int, default=0, help="composite layout seed (default 0)")
     bench.add_argument("--threads", type=positive_int, default=2, metavar="N", help="inference threads (default 2)")
@@ -355,12 +367,18 @@ def add_bench_faces_parser(sub: argparse._SubParsersAction) -> None:
 
 def bench_faces_command(args: argparse.Namespace) -> None:
     from gclf.bench import machine_facts
-    from gclf.external import scan_labelled
-    from gclf.facebench import face_benchmark, report_table
+    from gclf.data.manifest import read_manifest
+    from gclf.external import scan_labelled, skipped_summary
+    from gclf.facebench import face_benchmark, read_faces, report_table
     from gclf.io import write_json
 
-    records, _ = scan_labelled(args.data, args.format)
-    report = face_benchmark(args.model, records, photos=args.photos, seed=args.seed, threads=args.threads)
+    records = read_manifest(args.data) if args.format == "manifest" else scan_labelled(args.data, args.format)[0]
+    records, faces, unreadable = read_faces(records)
+    if unreadable:
+        print(skipped_summary(unreadable), file=sys.stderr)
+    if not records:
+        raise UserError(f"{args.data}: none of its face images could be read")
+    report = face_benchmark(args.model, records, faces, photos=args.photos, seed=args.seed, threads=args.threads)
     machine = machine_facts(args.threads)
     print(f"{args.model} on {len(records)} faces of {args.data}; {machine['cpu_model']}, {args.threads} threads")
     print(report_table(report))

@@ -22,10 +22,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from gclf.composites import Pasted, composite_photos
+from gclf.data.images import to_rgb
 from gclf.data.manifest import Record
 from gclf.detect import LEVEL_FROM_DEGREES, Face, box_iou, crop_square, face_crop
 from gclf.photos import open_photo
-from gclf.predict import Predictor, Row
+from gclf.predict import Predictor, Row, guarded
 
 SMALL_FACE = 64  # the recall target is for faces at least this large
 JPEG_QUALITY = 92
@@ -75,11 +76,35 @@ def report_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def read_faces(records: Sequence[Record]) -> tuple[list[Record], list[Image.Image], list[tuple[str, str]]]:
+    """(records whose image could be read, their RGB images, (path, reason) of the others)."""
+    kept, faces, unreadable = [], [], []
+    for record in tqdm(records, desc="reading faces", unit="img"):
+        face, error = guarded(lambda path=record.path: rgb(path), record.path)
+        if face is None:
+            unreadable.append((record.path, error))
+        else:
+            kept.append(record)
+            faces.append(face)
+    return kept, faces, unreadable
+
+
+def rgb(path: str) -> Image.Image:
+    with Image.open(path) as image:
+        return to_rgb(image)
+
+
 def face_benchmark(
-    model: str, records: Sequence[Record], photos: int = 200, seed: int = 0, threads: int = 2, rounds: int = 2
+    model: str,
+    records: Sequence[Record],
+    faces: Sequence[Image.Image],
+    photos: int = 200,
+    seed: int = 0,
+    threads: int = 2,
+    rounds: int = 2,
 ) -> dict[str, Any]:
-    """The numbers the module docstring lists, for the artifact ``model`` on faces ``records``."""
-    faces = [Image.open(r.path).convert("RGB") for r in tqdm(records, desc="reading faces", unit="img")]
+    """The numbers the module docstring lists, for the artifact ``model`` on ``faces``, the images of
+    ``records`` (:func:`read_faces`)."""
     labels = np.array([r.label for r in records])
     detecting = Predictor(model, threads, detect_faces=True)
     cropping = Predictor(model, threads)

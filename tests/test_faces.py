@@ -27,7 +27,7 @@ from gclf.detect import (
     weighted_nms,
 )
 from gclf.errors import EXIT_SOME_INPUTS_FAILED
-from gclf.facebench import face_benchmark, match_faces
+from gclf.facebench import face_benchmark, match_faces, read_faces
 from gclf.model import artifact_meta, build_model, save_model
 from gclf.photos import PHOTO_MAX_SIDE, open_photo
 from gclf.predict import FACE_COLUMNS, MIN_IMAGE_SIDE, Predictor
@@ -267,8 +267,10 @@ def test_face_benchmark_runs_and_reports_every_number(model_path, face, tmp_path
     from gclf.data.manifest import Record
 
     face.save(tmp_path / "face.png")
-    records = [Record(str(tmp_path / "face.png"), 1)]
-    report = face_benchmark(model_path, records, photos=3, seed=5, threads=1, rounds=1)
+    (tmp_path / "broken.png").write_text("not an image")
+    records, faces, unreadable = read_faces([Record(str(tmp_path / n), 1) for n in ("face.png", "broken.png")])
+    assert len(records) == len(faces) == 1 and unreadable == [(str(tmp_path / "broken.png"), "not an image")]
+    report = face_benchmark(model_path, records, faces, photos=3, seed=5, threads=1, rounds=1)
     assert report["upright_recall_large"] == 1.0 and report["upright_faces_large"] >= 3
     assert 0 <= report["upright_end_to_end_accuracy_large"] <= 1
     assert report["detect_faces_images_per_s"] > 0 and report["crop_only_images_per_s"] > 0
