@@ -39,7 +39,7 @@ positive_int = bounded(int, 1, math.inf, "a whole number of at least 1")
 probability = bounded(float, 0.0, 1.0, "a number between 0 and 1")
 
 
-def add_detection_arguments(parser: argparse.ArgumentParser, max_faces: bool = True) -> None:
+def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
     """``--detect-faces`` and its options (predict, evaluate, explain)."""
     from gclf.detect import DEFAULT_MAX_FACES, DEFAULT_MIN_FACE_SIZE
 
@@ -53,16 +53,15 @@ def add_detection_arguments(parser: argparse.ArgumentParser, max_faces: bool = T
         type=positive_int,
         default=DEFAULT_MIN_FACE_SIZE,
         metavar="PX",
-        help=f"with --detect-faces: ignore faces whose crop is smaller (default {DEFAULT_MIN_FACE_SIZE} px)",
+        help=f"with --detect-faces: ignore faces with a smaller crop, in photo px (default {DEFAULT_MIN_FACE_SIZE})",
     )
-    if max_faces:
-        parser.add_argument(
-            "--max-faces",
-            type=positive_int,
-            default=DEFAULT_MAX_FACES,
-            metavar="N",
-            help=f"with --detect-faces: keep the N best-scoring faces per photo (default {DEFAULT_MAX_FACES})",
-        )
+    parser.add_argument(
+        "--max-faces",
+        type=positive_int,
+        default=DEFAULT_MAX_FACES,
+        metavar="N",
+        help=f"with --detect-faces: keep the N best-scoring faces per photo (default {DEFAULT_MAX_FACES})",
+    )
 
 
 def load_predictor(args: argparse.Namespace, batch_size: int = 32) -> Predictor:
@@ -169,7 +168,7 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
         help="Grad-CAM heat map of one image: where the model sees the evidence",
         description=(
             "Write the image and its Grad-CAM map side by side as a PNG; with --detect-faces, the whole photo "
-            "with every face boxed and labelled, its map inside its box. Needs a .pt checkpoint."
+            "with every face boxed and labelled, its map inside its crop square. Needs a .pt checkpoint."
         ),
     )
     explain.add_argument("image", metavar="IMAGE", help="an image file")
@@ -212,7 +211,7 @@ def explain_command(args: argparse.Namespace) -> None:
     if args.detect_faces:
         from gclf.detect import FaceDetector
 
-        detector = FaceDetector(min_face_size=args.min_face_size, max_faces=args.max_faces)
+        detector = FaceDetector(min_face_size=args.min_face_size, max_faces=args.max_faces)  # 2 threads
         found = explain_faces_png(
             model, meta, args.image, args.out, detector, threshold=threshold, target=target, layer=args.layer
         )

@@ -122,10 +122,12 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, eyes: np.ndarray) -> lis
     """MediaPipe's weighted suppression: each cluster of boxes overlapping the best one by more than
     :data:`NMS_IOU` becomes their score-weighted mean, with the best score."""
     faces = []
-    order = np.argsort(-scores)
-    boxes, scores, eyes = boxes[order], scores[order], eyes[order]
+    usable = np.isfinite(boxes).all(1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)  # an empty box overlaps nothing
+    order = np.argsort(-scores[usable])
+    boxes, scores, eyes = boxes[usable][order], scores[usable][order], eyes[usable][order]
     while len(scores):
         overlap = box_iou(boxes[0], boxes) > NMS_IOU
+        overlap[0] = True
         weights = scores[overlap, None]
         box = (boxes[overlap] * weights).sum(0) / weights.sum()
         (lx, ly), (rx, ry) = (eyes[overlap] * weights[:, :, None]).sum(0) / weights.sum()
@@ -158,7 +160,9 @@ class FaceDetector:
         import openvino as ov
 
         core = ov.Core()
-        self._model = core.compile_model(str(MODEL_PATH), "CPU", {"INFERENCE_NUM_THREADS": threads})
+        # f32 pinned, as in gclf.runtime: CPUs with bf16 would otherwise run it in bf16 and move scores
+        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+        self._model = core.compile_model(str(MODEL_PATH), "CPU", config)
         self._outputs = [
             self._model.output(name) for name in ("reshaped_regressor_face_4", "reshaped_classifier_face_4")
         ]
@@ -172,9 +176,11 @@ class FaceDetector:
         result = self._local.request.infer({0: pixels})
         return result[self._outputs[0]].reshape(-1, 16), result[self._outputs[1]].reshape(-1)
 
-    def __call__(self, image: Image.Image) -> list[Face]:
+    def __call__(self, image: Image.Image, pixel_scale: float = 1.0) -> list[Face]:
+        """The faces in ``image``, a copy of a photo reduced ``pixel_scale`` times
+        (:func:`gclf.photos.open_photo`): ``min_face_size`` counts the photo's own pixels."""
         found_boxes, found_scores, found_eyes = [], [], []
-        smallest = SIZE_SLACK * self.min_face_size
+        smallest = SIZE_SLACK * self.min_face_size / pixel_scale
         for index, (left, top, side) in enumerate(detection_windows(image.width, image.height, smallest)):
             raw, logits = self._run(window_input(image, left, top, side))
             scores = 1 / (1 + np.exp(-np.clip(logits, -80, 80)))
@@ -224,6 +230,11 @@ def crop_square(face: Face) -> tuple[float, float, float]:
     return face.x + face.w / 2 + CROP_SHIFT[0] * d, face.y + face.h / 2 + CROP_SHIFT[1] * d, CROP_SCALE * d
 
 
+def levelling_angle(face: Face, level_from: float = LEVEL_FROM_DEGREES) -> float:
+    """Degrees (counter-clockwise) :func:`face_crop` turns the face by: its roll, or 0 under ``level_from``."""
+    return face.roll_degrees if abs(face.roll_degrees) >= level_from else 0.0
+
+
 def face_crop(
     image: Image.Image, face: Face, image_size: int, level_from: float = LEVEL_FROM_DEGREES, margin: bool = True
 ) -> np.ndarray:
@@ -232,11 +243,12 @@ def face_crop(
     crops are levelled), resized as :func:`gclf.data.images.decode_image` resizes; parts outside the
     photo are black."""
     cx, cy, side = crop_square(face) if margin else (face.x + face.w / 2, face.y + face.h / 2, face.size)
-    if face.roll_degrees and abs(face.roll_degrees) >= level_from:
+    angle = levelling_angle(face, level_from)
+    if angle:
         reach = side * math.sqrt(2) / 2  # a square this large still covers the crop once turned
         around = image.crop((round(cx - reach), round(cy - reach), round(cx + reach), round(cy + reach)))
         centre = (cx - round(cx - reach), cy - round(cy - reach))
-        image = around.rotate(face.roll_degrees, Image.BILINEAR, center=centre)
+        image = around.rotate(angle, Image.BILINEAR, center=centre)
         cx, cy = centre
     crop = image.crop((round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2)))
     return np.asarray(crop.resize((image_size, image_size), Image.BILINEAR, reducing_gap=None))

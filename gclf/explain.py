@@ -15,7 +15,7 @@ from torch import nn
 
 from gclf.artifact import DYNAMIC_INT8, read_artifact_meta
 from gclf.data.manifest import DataError
-from gclf.detect import Face, FaceDetector, crop_square, face_crop
+from gclf.detect import Face, FaceDetector, crop_square, face_crop, levelling_angle
 from gclf.gradcam import grad_cam
 from gclf.model import CLASSES, ModelError, load_model
 from gclf.photos import open_photo
@@ -89,7 +89,7 @@ def explain_faces_png(
     if opened is None:
         raise DataError(f"{photo_path}: {error}")
     photo, (sx, sy) = opened
-    faces = detector(photo)
+    faces = detector(photo, max(sx, sy))
     if not faces:
         raise DataError(f"{photo_path}: no face found")
     size = int(meta["image_size"])
@@ -104,8 +104,10 @@ def explain_faces_png(
     ax.imshow(photo)
     for index, (face, prob, cam) in enumerate(zip(faces, probs.tolist(), cams.numpy())):
         cx, cy, side = crop_square(face)
-        # the crop was levelled by turning the photo by the face's roll: turn its map back
-        overlay = Image.fromarray((heat_overlay(cam) * 255).astype(np.uint8)).rotate(-face.roll_degrees, Image.BILINEAR)
+        # a levelled crop was cut from the photo turned by the face's roll: turn its map back
+        overlay = Image.fromarray((heat_overlay(cam) * 255).astype(np.uint8)).rotate(
+            -levelling_angle(face), Image.BILINEAR
+        )
         ax.imshow(overlay, extent=(cx - side / 2, cx + side / 2, cy + side / 2, cy - side / 2))
         colour = CLASS_COLOURS[int(predicted[index])]
         ax.add_patch(Rectangle((face.x, face.y), face.w, face.h, fill=False, edgecolor=colour, linewidth=2))

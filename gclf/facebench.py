@@ -191,9 +191,11 @@ def crop_variant_accuracies(
     crops: dict[str, list[np.ndarray]] = {name: [] for name in CROP_VARIANTS}
     for path, face, _, _ in matched_faces:
         photo, _ = open_photo(path)  # 640 x 480: not reduced, so row boxes are in its pixels
-        detected = [f for f in predictor.detector(photo) if round(f.x) == face.x and round(f.y) == face.y]
+        detected = predictor.detector(photo)  # the same faces again, now with their eyes
+        row_box = np.array([face.x, face.y, face.w, face.h], float)
+        again = max(detected, key=lambda f: box_iou(row_box, np.array([[f.x, f.y, f.w, f.h]]))[0])
         for name, (level_from, margin) in CROP_VARIANTS.items():
-            crops[name].append(face_crop(photo, detected[0], predictor.image_size, level_from, margin))
+            crops[name].append(face_crop(photo, again, predictor.image_size, level_from, margin))
     return {f"accuracy_{name}": accuracy(predictor, pixels, truth_labels) for name, pixels in crops.items()}
 
 

@@ -1,9 +1,9 @@
 """Photos for face detection: decoded upright and no larger than the detector needs.
 
 A JPEG is decoded at 1/2, 1/4 or 1/8 of its size directly (``Image.draft``: DCT scaling, far less
-work and memory than a full decode), so a 10,000 x 10,000 px photo costs about 80 MB rather than
-300 MB; other formats are decoded whole and reduced. Boxes found on the smaller copy are scaled back
-to the pixels of the whole upright photo.
+work and memory than a full decode): a 10,000 x 10,000 px JPEG took 16 MB and 0.2 s rather than
+1.1 GB and 2.3 s (docs/faces.md); other formats are decoded whole and reduced. Boxes found on the
+smaller copy are scaled back to the pixels of the whole upright photo.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def open_photo(path: str, max_side: int = PHOTO_MAX_SIDE) -> tuple[Image.Image, 
             # at least max_side / 2 on the long side: draft never goes below the size it is asked for
             scale = max_side / 2 / max(image.size)
             image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
-        ImageOps.exif_transpose(image, in_place=True)  # in place: no second copy of a huge photo
+        ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of a photo that is already upright
         if max(image.size) > max_side and image.mode in RESIZABLE_MODES:  # before to_rgb copies it
             image = fit(image, max_side)
         rgb = to_rgb(image)

@@ -191,9 +191,9 @@ class Predictor:
     Everything inference needs (image size, classes, temperature, threshold, TTA views) comes from the artifact;
     ``threshold`` overrides the artifact's. ``threshold_source`` says where the threshold came
     from: ``"argument"``, ``"artifact"``, or ``"default"`` (0.5, for a checkpoint without one).
-    With ``detect_faces``, inputs are photos: every face of at least ``min_face_size`` px is found
-    (:class:`gclf.detect.FaceDetector`, at most ``max_faces`` per photo), cropped like the training
-    crops and labelled, one row per face (:data:`FACE_COLUMNS`).
+    With ``detect_faces``, inputs are photos: every face whose crop is about ``min_face_size`` px of
+    the photo or more is found (:class:`gclf.detect.FaceDetector`, at most ``max_faces`` per photo),
+    cropped like the training crops and labelled, one row per face (:data:`FACE_COLUMNS`).
     """
 
     def __init__(
@@ -248,9 +248,9 @@ class Predictor:
         """A row of :attr:`columns` for ``path``: no prediction yet, ``fields`` filled in."""
         return {**dict.fromkeys(self.columns), "path": path, "label": "", "error": "", **fields}
 
-    def _decode(self, entry: tuple[str, str], crops_dir: str | None) -> Decoded:
-        """The rows of one input, each with the pixels to classify (None on error)."""
-        path, error = entry
+    def _decode(self, numbered: tuple[int, tuple[str, str]], crops_dir: str | None) -> Decoded:
+        """The rows of input number ``numbered[0]``, each with the pixels to classify (None on error)."""
+        number, (path, error) = numbered
         if error:
             return [(self.row(path, error=error), None)]
         if self.detector is None:
@@ -262,16 +262,21 @@ class Predictor:
         decoded = []
         for index, (face, pixels) in enumerate(faces):
             box = {k: round(v) for k, v in zip("xywh", (face.x, face.y, face.w, face.h))}
-            decoded.append((self.row(path, face=index, detection_score=face.score, **box), pixels))
+            row = self.row(path, face=index, detection_score=face.score, **box)
             if crops_dir:
-                Image.fromarray(pixels).save(os.path.join(crops_dir, crop_name(path, index)))
+                try:
+                    Image.fromarray(pixels).save(os.path.join(crops_dir, crop_name(number, path, index)))
+                except OSError as e:
+                    row["error"], pixels = f"cannot save its crop ({e.strerror or e})", None
+            decoded.append((row, pixels))
         return decoded
 
     def detect(self, path: str) -> list[tuple[Face, np.ndarray]]:
         """Every face in the photo at ``path`` (box in the whole upright photo's pixels), left to right,
         with its crop as the model takes it."""
         photo, (sx, sy) = open_photo(path)
-        return [(face.scaled(sx, sy), face_crop(photo, face, self.image_size)) for face in self.detector(photo)]
+        faces = self.detector(photo, max(sx, sy))
+        return [(face.scaled(sx, sy), face_crop(photo, face, self.image_size)) for face in faces]
 
     def predict(
         self,
@@ -287,7 +292,10 @@ class Predictor:
         """
         entries = expand_inputs([paths] if isinstance(paths, (str, os.PathLike)) else paths)
         if crops_dir is not None:
-            os.makedirs(crops_dir, exist_ok=True)
+            try:
+                os.makedirs(crops_dir, exist_ok=True)
+            except OSError as e:
+                raise UserError(f"cannot save crops to {os.fspath(crops_dir)}: {e.strerror or e}") from None
         rows: list[Row] = []
         batch: list[tuple[Row, np.ndarray]] = []
         # disable=None: no bar when stderr is not a terminal, so logs stay clean
@@ -305,7 +313,7 @@ class Predictor:
             bomb = "ignore" if self.detector else "error"
             warnings.simplefilter(bomb, Image.DecompressionBombWarning)  # type: ignore[arg-type]
             decode = lambda entry: self._decode(entry, None if crops_dir is None else os.fspath(crops_dir))  # noqa: E731
-            for decoded in decoded_in_order(entries, decode, pool, ahead=2 * self.batch_size):
+            for decoded in decoded_in_order(list(enumerate(entries)), decode, pool, ahead=2 * self.batch_size):
                 for row, pixels in decoded:
                     rows.append(row)
                     if pixels is not None:
@@ -326,11 +334,12 @@ class Predictor:
             row.update(probability=float(prob), label=self.classes[int(is_positive)])
 
 
-def crop_name(path: str, face: int) -> str:
-    """File name of a saved face crop: the photo's path made flat, and the face's number
-    (``photos/party.jpg`` -> ``photos_party.jpg.face0.png``)."""
+def crop_name(number: int, path: str, face: int) -> str:
+    """File name of a saved face crop: the input's number (so no two inputs share a name), the
+    photo's path made flat (its last 150 characters), and the face's number
+    (input 3, ``photos/party.jpg``, face 0 -> ``0003_photos_party.jpg.face0.png``)."""
     flat = "_".join(part for part in Path(path).parts if part not in ("/", "..", ".")).replace(":", "_")
-    return f"{flat}.face{face}.png"
+    return f"{number:04d}_{flat[-150:]}.face{face}.png"
 
 
 # --- output -----------------------------------------------------------------------------------

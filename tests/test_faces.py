@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from gclf import artifact
+from gclf import photos as photos_module
 from gclf.cli import main
 from gclf.composites import composite_photos
 from gclf.detect import (
-    INPUT_SIZE,
     RELIABLE_FRACTION,
     Face,
     FaceDetector,
@@ -30,7 +30,7 @@ from gclf.errors import EXIT_SOME_INPUTS_FAILED
 from gclf.facebench import face_benchmark, match_faces, read_faces
 from gclf.model import artifact_meta, build_model, save_model
 from gclf.photos import PHOTO_MAX_SIDE, open_photo
-from gclf.predict import FACE_COLUMNS, MIN_IMAGE_SIDE, Predictor
+from gclf.predict import FACE_COLUMNS, MIN_IMAGE_SIDE, Predictor, crop_name
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -135,6 +135,9 @@ def test_weighted_nms_merges_overlaps_and_keeps_apart_faces():
     merged = weighted_nms(boxes, scores, eyes)
     assert [f.score for f in merged] == [0.9, 0.8]
     assert merged[0].x == pytest.approx(0.6 / 1.5)
+    # an empty or broken box overlaps nothing, not even itself: dropped, not looped over for ever
+    broken = np.array([[0, 0, -1, 5], [0, 0, np.nan, 5], [3, 3, 4, 4]], float)
+    assert [f.x for f in weighted_nms(broken, np.array([0.9, 0.8, 0.7]), np.zeros((3, 2, 2)))] == [pytest.approx(3)]
 
 
 def test_large_jpeg_is_decoded_small_and_boxes_come_back_in_its_pixels(face, detector, tmp_path):
@@ -143,9 +146,12 @@ def test_large_jpeg_is_decoded_small_and_boxes_come_back_in_its_pixels(face, det
     photo.save(tmp_path / "big.jpg", quality=90)
     small, (sx, sy) = open_photo(str(tmp_path / "big.jpg"))
     assert max(small.size) <= PHOTO_MAX_SIDE and (sx, sy) == (2.0, 2.0)  # JPEG draft: decoded at 1/2
-    (found,) = detector(small)
+    (found,) = detector(small, sx)
     cx, cy, side = crop_square(found.scaled(sx, sy))
     assert abs(cx - 3000) < 60 and abs(cy - 1700) < 60 and abs(side - 1000) < 120
+    # --min-face-size counts the photo's pixels, not those of the halved copy
+    assert len(FaceDetector(threads=1, min_face_size=800)(small, sx)) == 1
+    assert FaceDetector(threads=1, min_face_size=1300)(small, sx) == []
 
 
 def test_exif_rotated_photo_gives_boxes_in_upright_pixels(face, detector, tmp_path):
@@ -207,7 +213,9 @@ def test_predict_detect_faces_rows(model_path, photo_folder, tmp_path, capsys):
     assert all(
         0.5 <= float(r["detection_score"]) <= 1 and r["label"] in ("male", "female") for r in rows if not r["error"]
     )
-    assert sorted(p.name for p in crops.iterdir())[0].endswith("a_two.jpg.face0.png")
+    assert sorted(p.name for p in crops.iterdir())[0].startswith("0000_") and "a_two.jpg.face0" in str(
+        sorted(crops.iterdir())[0]
+    )
     assert len(list(crops.iterdir())) == 3
     err = capsys.readouterr().err
     assert "3 faces in 2 photos" in err and "skipped 1 files that are not images by their extension" in err
@@ -236,10 +244,30 @@ def test_without_the_flag_nothing_changes_but_tiny_images_are_refused(model_path
     ]
 
 
-def test_huge_photo_is_refused_with_a_reason(model_path, tmp_path):
-    Image.new("L", (12_000, 11_000)).save(tmp_path / "huge.png")
+def test_huge_photo_is_refused_with_a_reason(model_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(photos_module, "PHOTO_MAX_PIXELS", 10_000)  # so the file stays small
+    Image.new("L", (120, 110)).save(tmp_path / "huge.png")
     (row,) = Predictor(model_path, detect_faces=True).predict(str(tmp_path / "huge.png"))
-    assert row["error"].startswith("too large (12000x11000 px")
+    assert row["error"] == "too large (120x110 px; the limit is 10,000 pixels)"
+
+
+def test_crops_get_distinct_names_and_a_bad_folder_is_one_error(model_path, photo_folder, tmp_path, capsys):
+    assert crop_name(0, "a/b_c.jpg", 0) != crop_name(1, "a_b/c.jpg", 0)
+    assert len(crop_name(7, "/" + "x" * 300 + "/photo.jpg", 2)) < 200
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(SystemExit) as stop:
+        main(
+            [
+                "predict",
+                str(photo_folder),
+                "--model",
+                model_path,
+                "--detect-faces",
+                "--save-crops",
+                str(tmp_path / "taken"),
+            ]
+        )
+    assert stop.value.code == 2 and "error: cannot save crops to" in capsys.readouterr().err
 
 
 def test_evaluate_detect_faces_scores_each_photo_by_its_largest_face(model_path, photo_folder, tmp_path, capsys):
@@ -281,4 +309,3 @@ def test_face_sizes_are_consistent():
     assert face.size == 30 and face.roll_degrees == 0
     assert face.scaled(2, 2).eyes == ((30.0, 60.0), (70.0, 60.0))
     assert math.isclose(crop_square(face)[2], 31.5)
-    assert INPUT_SIZE == 192
