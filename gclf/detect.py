@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gclf.photos import open_photo
+
 MODEL_PATH = Path(__file__).with_name("weights") / "face_detection_full_range.tflite"
 INPUT_SIZE = 192
 ANCHOR_GRID = 48  # one anchor per 4 x 4 cell of the input, at the cell centre
@@ -175,6 +177,12 @@ class FaceDetector:
             self._local.request = self._model.create_infer_request()
         result = self._local.request.infer({0: pixels})
         return result[self._outputs[0]].reshape(-1, 16), result[self._outputs[1]].reshape(-1)
+
+    def in_photo(self, path: str) -> tuple[Image.Image, tuple[float, float], list[Face]]:
+        """The photo at ``path`` as :func:`gclf.photos.open_photo` gives it (upright, reduced), its
+        factors (x, y) to the whole photo's pixels, and the faces in it (in the reduced copy's pixels)."""
+        photo, (sx, sy) = open_photo(path)
+        return photo, (sx, sy), self(photo, max(sx, sy))
 
     def __call__(self, image: Image.Image, pixel_scale: float = 1.0) -> list[Face]:
         """The faces in ``image``, a copy of a photo reduced ``pixel_scale`` times

@@ -18,7 +18,6 @@ from gclf.data.manifest import DataError
 from gclf.detect import Face, FaceDetector, crop_square, face_crop, levelling_angle
 from gclf.gradcam import grad_cam
 from gclf.model import CLASSES, ModelError, load_model
-from gclf.photos import open_photo
 from gclf.plots import heat_overlay, image_grid_png, save_figure
 from gclf.predict import guarded, read_image
 
@@ -85,11 +84,10 @@ def explain_faces_png(
     """Write the photo with every face boxed and labelled and its Grad-CAM map inside its box to
     ``out_path``; return (face in the whole photo's pixels, P(female), class mapped) per face, left
     to right. Raises :class:`DataError` when the photo cannot be read or holds no face."""
-    opened, error = guarded(lambda: open_photo(photo_path), photo_path)
-    if opened is None:
+    found, error = guarded(lambda: detector.in_photo(photo_path), photo_path)
+    if found is None:
         raise DataError(f"{photo_path}: {error}")
-    photo, (sx, sy) = opened
-    faces = detector(photo, max(sx, sy))
+    photo, (sx, sy), faces = found
     if not faces:
         raise DataError(f"{photo_path}: no face found")
     size = int(meta["image_size"])

@@ -25,7 +25,6 @@ from gclf.composites import Pasted, composite_photos
 from gclf.data.images import to_rgb
 from gclf.data.manifest import Record
 from gclf.detect import LEVEL_FROM_DEGREES, Face, box_iou, crop_square, face_crop
-from gclf.photos import open_photo
 from gclf.predict import Predictor, Row, guarded
 
 SMALL_FACE = 64  # the recall target is for faces at least this large
@@ -187,11 +186,13 @@ def crop_variant_accuracies(
     matched_faces: list[tuple[str, Face, Row, int]], truth_labels: np.ndarray, predictor: Predictor
 ) -> dict[str, float | None]:
     """End-to-end accuracy on the matched faces with each way of cropping (:data:`CROP_VARIANTS`),
-    the detector run again on each photo to get its eyes (rows carry boxes only)."""
+    the detector run again, once per photo, to get the eyes (rows carry boxes only)."""
     crops: dict[str, list[np.ndarray]] = {name: [] for name in CROP_VARIANTS}
-    for path, face, _, _ in matched_faces:
-        photo, _ = open_photo(path)  # 640 x 480: not reduced, so row boxes are in its pixels
-        detected = predictor.detector(photo)  # the same faces again, now with their eyes
+    seen = ""
+    for path, face, _, _ in matched_faces:  # a photo's faces come one after another
+        if path != seen:  # 640 x 480: not reduced, so row boxes are in the photo's pixels
+            photo, _, detected = predictor.detector.in_photo(path)
+            seen = path
         row_box = np.array([face.x, face.y, face.w, face.h], float)
         again = max(detected, key=lambda f: box_iou(row_box, np.array([[f.x, f.y, f.w, f.h]]))[0])
         for name, (level_from, margin) in CROP_VARIANTS.items():

@@ -32,7 +32,6 @@ from gclf.data.manifest import DataError
 from gclf.detect import DEFAULT_MAX_FACES, DEFAULT_MIN_FACE_SIZE, Face, FaceDetector, face_crop
 from gclf.errors import UserError
 from gclf.io import csv_text, dumps_json, write_text
-from gclf.photos import open_photo
 from gclf.runtime import Runner, load_runner
 from gclf.tta import predict_probs
 
@@ -274,8 +273,7 @@ class Predictor:
     def detect(self, path: str) -> list[tuple[Face, np.ndarray]]:
         """Every face in the photo at ``path`` (box in the whole upright photo's pixels), left to right,
         with its crop as the model takes it."""
-        photo, (sx, sy) = open_photo(path)
-        faces = self.detector(photo, max(sx, sy))
+        photo, (sx, sy), faces = self.detector.in_photo(path)
         return [(face.scaled(sx, sy), face_crop(photo, face, self.image_size)) for face in faces]
 
     def predict(
