@@ -11,7 +11,7 @@ __all__ = ["Predictor", "__version__"]
 def __getattr__(name: str) -> Any:
     """``gclf.Predictor`` on first use: importing it loads torch, ONNX Runtime and OpenVINO."""
     if name == "Predictor":
-        from gclf.predict import Predictor
+        from gclf.deploy.predict import Predictor
 
         return Predictor
     raise AttributeError(f"module 'gclf' has no attribute {name!r}")

@@ -16,7 +16,7 @@ from gclf.errors import EXIT_SOME_INPUTS_FAILED, EXIT_USER_ERROR, UserError
 from gclf.stage import fail
 
 if TYPE_CHECKING:  # imported where used: it loads torch, ONNX Runtime and OpenVINO
-    from gclf.predict import Predictor
+    from gclf.deploy.predict import Predictor, Tally
 
 
 def bounded(kind: type, low: float, high: float, expected: str) -> Callable[[str], Any]:
@@ -65,10 +65,10 @@ def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_predictor(args: argparse.Namespace, batch_size: int = 32) -> Predictor:
-    """The :class:`~gclf.predict.Predictor` of ``--model``, ``--threads``, ``--tta``, ``--threshold``
+    """The :class:`~gclf.deploy.predict.Predictor` of ``--model``, ``--threads``, ``--tta``, ``--threshold``
     and the face detection options (predict and evaluate); says on stderr when the artifact carries
     no threshold to use."""
-    from gclf.predict import Predictor
+    from gclf.deploy.predict import Predictor
 
     predictor = Predictor(
         args.model,
@@ -85,6 +85,14 @@ def load_predictor(args: argparse.Namespace, batch_size: int = 32) -> Predictor:
             f"note: {args.model} carries no threshold; using {predictor.threshold} (see --threshold)", file=sys.stderr
         )
     return predictor
+
+
+def shard(text: str) -> tuple[int, int]:
+    """An argparse type: ``K/N`` with 1 <= K <= N, as (K, N)."""
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise argparse.ArgumentTypeError(f"expected K/N, shard K of N with 1 <= K <= N (as 1/4), got {text!r}")
+    return int(k), int(n)
 
 
 def add_predict_parser(sub: argparse._SubParsersAction) -> None:
@@ -108,7 +116,22 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--threshold", type=float, metavar="T", help="decision threshold (default: the one stored in the artifact)"
     )
-    predict.add_argument("--out", metavar="FILE", help="write rows to a .csv or .json file (default: CSV on stdout)")
+    predict.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write rows to a .csv, .jsonl or .json file, each batch as it ends (.json: at the end; default: stdout)",
+    )
+    predict.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the rows already in --out (.csv or .jsonl) from a run that was stopped, do only the other inputs",
+    )
+    predict.add_argument(
+        "--shard",
+        type=shard,
+        metavar="K/N",
+        help="predict only shard K of N (1 <= K <= N), split by a hash of each input's path: one per machine",
+    )
     predict.add_argument(
         "--batch-size", type=positive_int, default=32, metavar="N", help="images per model call (default 32)"
     )
@@ -118,46 +141,68 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def predict_command(args: argparse.Namespace) -> None:
-    """Run ``gclf predict``: rows to --out or stdout, failures and images/s to stderr, exit code by outcome."""
+    """Run ``gclf predict``: rows to --out or stdout as they come, failures and images/s to stderr,
+    exit code by outcome (of every row in --out, with --resume)."""
     import time
+    from collections import Counter
 
-    from gclf.predict import output_format, rows_csv, skipped_by_extension, write_rows
+    from tqdm import tqdm
+
+    from gclf.deploy.predict import Inputs, Tally, output_format, resume_output, selected, write_rows
 
     if args.save_crops and not args.detect_faces:
         raise UserError("--save-crops needs --detect-faces")
+    if args.resume and not args.out:
+        raise UserError("--resume needs --out FILE: the rows of the run to resume")
     if args.out:
-        output_format(args.out)  # a wrong name stops before the model loads, not after the run
+        output_format(args.out, args.resume)  # a wrong name stops before the model loads, not after the run
     predictor = load_predictor(args, args.batch_size)
+    done, kept = resume_output(args.out, predictor.columns) if args.resume else (Counter(), Tally())
+    inputs, new = Inputs(args.paths), Tally()
+
+    def counted(chunks):
+        for rows in chunks:
+            for row in rows:
+                new.add(row)
+                if row["error"]:
+                    tqdm.write(f"failed: {row['path']}: {row['error']}", file=sys.stderr)
+            yield rows
+
     start = time.perf_counter()
-    rows = predictor.predict(args.paths, progress=True, crops_dir=args.save_crops)
-    seconds = time.perf_counter() - start
-    if args.out:
-        write_rows(rows, args.out, predictor.columns)
-    else:
-        print(rows_csv(rows, predictor.columns), end="")
-    failed = [row for row in rows if row["error"]]
-    for row in failed:
-        print(f"failed: {row['path']}: {row['error']}", file=sys.stderr)
-    done = len(rows) - len(failed)
-    if not done:
+    chunks = predictor.stream(inputs, progress=True, crops_dir=args.save_crops, keep=selected(args.shard, done))
+    write_rows(counted(chunks), args.out, predictor.columns, append=args.resume)
+    report_predictions(args, predictor, kept, new, time.perf_counter() - start, inputs.skipped)
+
+
+def report_predictions(
+    args: argparse.Namespace, predictor: Predictor, kept: Tally, new: Tally, seconds: float, skipped: int
+) -> None:
+    """The summary on stderr and the exit code of ``gclf predict``: ``new`` rows this run, ``kept``
+    rows already in --out (--resume)."""
+    rows, failed = kept.rows + new.rows, kept.failed + new.failed
+    if not rows:
+        print(f"note: shard {args.shard[0]}/{args.shard[1]} holds none of the inputs", file=sys.stderr)
+        return
+    if failed == rows:
+        first = new.first_failure or kept.first_failure
         fail(
-            f"nothing could be read: {rows[0]['path']}: {rows[0]['error']}"
-            if len(rows) == 1
-            else f"nothing could be read: all {len(rows)} inputs failed (listed above)"
+            f"nothing could be read: {first['path']}: {first['error']}"
+            if rows == 1
+            else f"nothing could be read: all {rows} inputs failed (listed above)"
         )
-    photos = len({row["path"] for row in rows if not row["error"]})
-    counted = f"{done} faces in {photos} photos" if args.detect_faces else f"{done} images"
+    done = new.rows - new.failed
+    counted = f"{done} faces in {new.photos} photos" if args.detect_faces else f"{done} images"
     # with detection, a photo without a face was decoded and searched too
-    searched = photos + sum(row["error"] == "no face found" for row in rows) if args.detect_faces else done
-    skipped = skipped_by_extension(args.paths)
+    searched = new.photos + new.no_face if args.detect_faces else done
     print(
         f"predicted {counted} in {seconds:.1f} s: {searched / seconds:.1f} images/s "
         f"({predictor.image_size} px, {args.threads} threads)"
-        + (f"; skipped {len(skipped)} files that are not images by their extension" if skipped else ""),
+        + (f"; skipped {skipped} files that are not images by their extension" if skipped else "")
+        + (f"; kept the {kept.rows} rows already in {args.out}" if kept.rows else ""),
         file=sys.stderr,
     )
     if failed:
-        print(f"{len(failed)} of {len(rows)} {'rows' if args.detect_faces else 'inputs'} failed", file=sys.stderr)
+        print(f"{failed} of {rows} {'rows' if args.detect_faces else 'inputs'} failed", file=sys.stderr)
         sys.exit(EXIT_SOME_INPUTS_FAILED)
 
 

@@ -2,7 +2,7 @@
 
 The dataset is read with the split stage's scanners (every ``data.format`` but synthetic), so a
 folder with ``female/`` and ``male/`` inside, a presplit layout, a CSV manifest or UTKFace all
-work; images are decoded and predicted by :class:`gclf.predict.Predictor`, exactly as ``gclf
+work; images are decoded and predicted by :class:`gclf.deploy.predict.Predictor`, exactly as ``gclf
 predict`` and the pipeline do. Files that cannot be used are skipped and counted, as in split.
 """
 
@@ -12,8 +12,8 @@ import numpy as np
 
 from gclf.data.formats import SCANNERS
 from gclf.data.manifest import DataError, Record, Rejected
+from gclf.deploy.predict import Predictor
 from gclf.metrics import audit_scalars, binary_metrics, bootstrap_ci, subgroup_audit
-from gclf.predict import Predictor
 
 SPLIT_CHOICES = ("all", "test")
 

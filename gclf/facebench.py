@@ -24,8 +24,8 @@ from tqdm import tqdm
 from gclf.composites import Pasted, composite_photos
 from gclf.data.images import to_rgb
 from gclf.data.manifest import Record
+from gclf.deploy.predict import Predictor, Row, guarded
 from gclf.detect import LEVEL_FROM_DEGREES, Face, box_iou, crop_square, face_crop
-from gclf.predict import Predictor, Row, guarded
 
 SMALL_FACE = 64  # the recall target is for faces at least this large
 JPEG_QUALITY = 92

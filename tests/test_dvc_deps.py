@@ -143,11 +143,11 @@ def test_the_import_walk_finds_what_a_stage_runs():
     files = {f.relative_to(ROOT).as_posix() for f in imported_files(ROOT / "stages" / "train_phase1.py")}
     assert {"gclf/__init__.py", "gclf/data/__init__.py", "gclf/data/images.py", "gclf/stage.py"} <= files
     assert {"gclf/augment.py", "gclf/losses.py", "gclf/plots.py"} <= files  # imported inside run_phase, save_phase
-    assert "gclf/predict.py" not in files  # gclf.__getattr__'s import: only for gclf.Predictor
+    assert "gclf/deploy/predict.py" not in files  # gclf.__getattr__'s import: only for gclf.Predictor
 
 
 def test_lazy_attributes_count_only_when_asked_for(tmp_path):
-    lazy = ROOT / "gclf" / "predict.py"  # what gclf.__getattr__ imports for gclf.Predictor
+    lazy = ROOT / "gclf" / "deploy" / "predict.py"  # what gclf.__getattr__ imports for gclf.Predictor
     for source, runs_lazy in (
         ("from gclf import Predictor\n", True),
         ("import gclf\n", True),

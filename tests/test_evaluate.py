@@ -17,6 +17,7 @@ from test_quantize import with_batchnorm_statistics
 
 from gclf.cli import main
 from gclf.data.manifest import DataError
+from gclf.deploy.predict import Predictor
 from gclf.external import scan_labelled
 from gclf.metrics import (
     accuracy_gap,
@@ -29,7 +30,6 @@ from gclf.metrics import (
 )
 from gclf.modelcard import render_model_card
 from gclf.params import EvaluateParams, Params
-from gclf.predict import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32

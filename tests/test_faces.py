@@ -16,6 +16,7 @@ from gclf import artifact
 from gclf import photos as photos_module
 from gclf.cli import main
 from gclf.composites import composite_photos
+from gclf.deploy.predict import FACE_COLUMNS, MIN_IMAGE_SIDE, Predictor, crop_name
 from gclf.detect import (
     RELIABLE_FRACTION,
     Face,
@@ -30,7 +31,6 @@ from gclf.errors import EXIT_SOME_INPUTS_FAILED
 from gclf.facebench import face_benchmark, match_faces, read_faces
 from gclf.model import artifact_meta, build_model, save_model
 from gclf.photos import PHOTO_MAX_SIDE, open_photo
-from gclf.predict import FACE_COLUMNS, MIN_IMAGE_SIDE, Predictor, crop_name
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +23,12 @@ import gclf
 from gclf import artifact, export, quantize
 from gclf.cli import main
 from gclf.data.images import load_images
+from gclf.deploy.predict import Inputs, Predictor, in_shard, read_image, selected, write_rows
+from gclf.detect import Face
 from gclf.errors import EXIT_SOME_INPUTS_FAILED, EXIT_USER_ERROR
+from gclf.io import dumps_json
 from gclf.model import ModelError, artifact_meta, build_model, load_model, save_model
-from gclf.predict import Predictor, expand_inputs, read_image
+from gclf.runtime import load_runner
 from gclf.tta import predict_probs
 
 ARCH, HEAD, DROPOUT, SIZE = "test_efficientnet", "mlp", 0.3, 32
@@ -166,7 +172,7 @@ def test_other_decode_failures_are_one_line_reasons(photos, monkeypatch, raised,
     def fail(path, size):
         raise raised
 
-    monkeypatch.setattr("gclf.predict.decode_image", fail)  # root may read any file, and PIL's errors vary
+    monkeypatch.setattr("gclf.deploy.predict.decode_image", fail)  # root may read any file, and PIL's errors vary
     assert read_image(photos[0], SIZE) == (None, reason)
 
 
@@ -260,8 +266,8 @@ def test_inputs_expand_from_folders_globs_and_csvs(tmp_path, monkeypatch):
     Path("b/list.csv").write_text("label,path\nf,4.jpg\nm,../a/1.jpg\n")
     Path("b/bare.csv").write_text("5.png\n\n4.jpg\n")
     Path("b/wide.csv").write_text("file,label\n4.jpg,f\n")
-    expanded = expand_inputs(["a", "b/*.png", "b/list.csv", "b/bare.csv", "b/wide.csv", "a/*.gif", "gone.jpg"])
-    assert expanded == [
+    inputs = Inputs(["a", "b/*.png", "b/list.csv", "b/bare.csv", "b/wide.csv", "a/*.gif", "gone.jpg", "b/*"])
+    assert list(inputs) == [
         ("a/1.jpg", ""),
         ("a/deep/2.PNG", ""),
         ("b/5.png", ""),
@@ -272,7 +278,10 @@ def test_inputs_expand_from_folders_globs_and_csvs(tmp_path, monkeypatch):
         ("b/wide.csv", "CSV has several columns but none named 'path'"),
         ("a/*.gif", "no image matches this pattern"),
         ("gone.jpg", "no such file or folder"),
+        ("b/4.jpg", ""),
+        ("b/5.png", ""),
     ]
+    assert inputs.skipped == 4  # a/notes.txt, and b/*'s three CSVs; hidden a/.hidden/3.jpg is not seen at all
 
 
 def run_cli(args: list[str]) -> int:
@@ -335,14 +344,159 @@ def test_import_gclf_is_light_and_exports_predictor():
 
 @pytest.mark.parametrize("kind", ["pt", "onnx", "xml", "dynamic"])
 def test_every_artifact_applies_its_temperature(artifacts, photos, kind):
-    """P = sigmoid(logit / T) with the artifact's T; the bare checkpoint has none (T = 1)."""
+    """P = sigmoid(logit / T), with the artifact's T and its own runtime's logits (INT8 ones for INT8)."""
     pixels = np.stack([read_image(str(p), SIZE)[0] for p in photos[:4]])
-    calibrated = Predictor(artifacts[kind]).probabilities(pixels).astype(np.float64)
-    raw = Predictor(artifacts["bare"]).probabilities(pixels).astype(np.float64)
-    assert Predictor(artifacts[kind]).temperature == TEMPERATURE
-    tolerance = 1e-4 if kind in ("pt", "onnx") else 0.5  # INT8 moves logits; the halving still shows
-    np.testing.assert_allclose(logit(calibrated) * TEMPERATURE, logit(raw), atol=tolerance)
+    predictor = Predictor(artifacts[kind], threads=1)
+    assert predictor.temperature == TEMPERATURE and Predictor(artifacts["bare"]).temperature == 1.0
+    runner = load_runner(artifacts[kind], threads=1)
+    floats = pixels.transpose(0, 3, 1, 2).astype(np.float32) / 255  # as the runners take images
+    logits = np.concatenate([runner(floats[i : i + 1]).reshape(-1) for i in range(len(floats))])
+    calibrated = predictor.probabilities(pixels)
+    np.testing.assert_allclose(calibrated, sigmoid(logits / TEMPERATURE), rtol=0, atol=1e-6)
+    assert np.abs(sigmoid(logits / 1.6) - calibrated).min() > 1e-3  # so a temperature a bit off would show
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
 
 
 def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
+
+
+# --- streaming, --resume, --shard ---------------------------------------------------------------
+
+
+def rows_on_disk(out: Path) -> list[str]:
+    """The rows in the output file ``out`` so far, as text (a CSV's header left out)."""
+    if not out.exists():
+        return []
+    lines = out.read_text(encoding="utf-8").splitlines()
+    return lines[1:] if out.suffix == ".csv" else lines
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_rows_are_on_disk_as_each_batch_ends(fp32, photos, tmp_path, suffix):
+    out = tmp_path / f"p{suffix}"
+    on_disk, consumed = [], []
+
+    def watched(chunks):
+        for rows in chunks:
+            on_disk.append(len(rows_on_disk(out)))  # the file before this batch's rows are handed on
+            yield rows
+
+    def paths():
+        for path in photos * 4:
+            consumed.append(path)
+            yield path
+
+    chunks = fp32.stream(paths())
+    write_rows(watched(chunks), str(out), fp32.columns)
+    assert on_disk == list(range(0, 40, 4))  # batches of 4: each one written and flushed before the next
+    assert len(rows_on_disk(out)) == 40
+    chunks = fp32.stream(paths())
+    next(chunks)
+    chunks.close()
+    assert len(consumed) < 60  # inputs are read a few batches ahead, not all at once
+
+
+def test_a_json_array_is_written_whole_as_before(fp32, photos, tmp_path):
+    out = tmp_path / "p.json"
+    write_rows(fp32.stream(photos[:3] + ["missing.jpg"]), str(out), fp32.columns)
+    rows = fp32.predict(photos[:3] + ["missing.jpg"])
+    assert out.read_text() == dumps_json([{c: row[c] for c in fp32.columns} for row in rows], digits=6)
+
+
+def predict_cli(*args: str | Path) -> int:
+    return run_cli(["predict", *map(str, args), "--threads", "1", "--batch-size", "2"])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_resume_after_a_torn_line_gives_the_rows_of_an_uninterrupted_run(artifacts, photos, tmp_path, suffix, capsys):
+    inputs = [*photos, tmp_path / "missing.jpg", photos[0]]  # an error row, and a path listed twice
+    full, resumed = tmp_path / f"full{suffix}", tmp_path / f"resumed{suffix}"
+    model = ("--model", artifacts["pt"])
+    assert predict_cli(*inputs, *model, "--out", full) == EXIT_SOME_INPUTS_FAILED
+    text = full.read_text()
+    torn = text.index("\n", text.index(photos[0], len(text) // 2)) - 5  # in the row of the second photos[0]
+    resumed.write_text(text[:torn])
+    assert predict_cli(*inputs, *model, "--out", resumed, "--resume") == EXIT_SOME_INPUTS_FAILED
+    assert resumed.read_text() == text
+    err = capsys.readouterr().err
+    assert f"kept the 10 rows already in {resumed}" in err and "1 of 12 inputs failed" in err
+    assert predict_cli(*inputs, *model, "--out", resumed) == EXIT_SOME_INPUTS_FAILED  # no --resume: replaced
+    assert resumed.read_text() == text
+
+
+def test_resume_between_two_faces_of_a_photo_does_the_photo_again(artifacts, photos, tmp_path, monkeypatch):
+    def three_faces(self, path):  # a stand-in detector, so that every photo has several faces
+        pixels, _ = read_image(path, SIZE)
+        return [(Face(10.0 * i, 0.0, 10.0, 10.0, 0.9, ((0.0, 0.0), (0.0, 0.0))), np.roll(pixels, i)) for i in range(3)]
+
+    monkeypatch.setattr(Predictor, "detect", three_faces)
+    full, resumed = tmp_path / "full.csv", tmp_path / "resumed.csv"
+    command = [*photos[:4], "--model", artifacts["pt"], "--detect-faces", "--out"]
+    assert predict_cli(*command, full) == 0
+    lines = full.read_text().splitlines(keepends=True)
+    assert [line.split(",")[1] for line in lines[7:10]] == ["0", "1", "2"]  # the third photo's faces
+    resumed.write_text("".join(lines[:9]))  # killed after its second face
+    assert predict_cli(*command, resumed, "--resume") == 0
+    assert resumed.read_text() == full.read_text()
+
+
+def test_resume_refuses_other_rows_and_outputs_it_cannot_add_to(artifacts, photos, tmp_path, capsys):
+    plain = tmp_path / "plain.csv"
+    assert predict_cli(photos[0], "--model", artifacts["pt"], "--out", plain) == 0
+    faces = ("--model", artifacts["pt"], "--detect-faces", "--resume")
+    assert predict_cli(photos[0], *faces, "--out", plain) == EXIT_USER_ERROR
+    assert predict_cli(photos[0], *faces, "--out", tmp_path / "p.json") == EXIT_USER_ERROR
+    assert predict_cli(photos[0], *faces) == EXIT_USER_ERROR  # no --out
+    err = capsys.readouterr().err
+    assert err.count("error: --resume") == 3 and "Traceback" not in err
+    assert f"{plain} holds other than rows of path,face," in err
+
+
+def test_shards_split_the_inputs_exactly_once(fp32, photos, tmp_path):
+    inputs = [*photos, str(tmp_path / "missing.jpg"), str(tmp_path / "gone.png")]
+    everything = [row["path"] for row in fp32.predict(inputs)]
+    shards = [
+        [row["path"] for rows in fp32.stream(inputs, keep=selected((k, 3), Counter())) for row in rows]
+        for k in (1, 2, 3)
+    ]
+    assert sorted(path for shard in shards for path in shard) == sorted(everything)  # each input exactly once
+    assert all(shard == [path for path in everything if path in shard] for shard in shards)  # in input order
+    counts = Counter(next(k for k in range(1, 5) if in_shard(f"photos/{i}.jpg", k, 4)) for i in range(2000))
+    assert sorted(counts) == [1, 2, 3, 4] and min(counts.values()) > 400  # about 500 each
+    shard_of = {path: next(k for k in range(1, 5) if in_shard(path, k, 4)) for path in ("a.png", "b/c.jpg")}
+    assert shard_of == {"a.png": 3, "b/c.jpg": 4}  # the same on every machine and in every version
+
+
+@pytest.mark.parametrize("shard", ["0/3", "4/3", "3", "a/b", "1/0"])
+def test_a_bad_shard_is_one_error_line(artifacts, photos, capsys, shard):
+    assert predict_cli(photos[0], "--model", artifacts["pt"], "--shard", shard) == EXIT_USER_ERROR
+    assert "argument --shard: expected K/N, shard K of N with 1 <= K <= N" in capsys.readouterr().err
+
+
+def test_a_killed_run_resumed_ends_like_an_uninterrupted_one(artifacts, tmp_path):
+    """A real ``gclf predict`` in its own process, each batch slowed down so that the kill lands midway."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(36):
+        Image.fromarray(noise((40, 40, 3), seed=100 + i)).save(folder / f"{i:02d}.png")
+    args = [str(folder), "--model", str(artifacts["pt"]), "--threads", "1", "--batch-size", "1", "--out"]
+    killed, full = tmp_path / "killed.csv", tmp_path / "full.csv"
+    slowed = (
+        "import sys, time; from gclf.deploy import predict; from gclf.cli import main; "
+        "fast = predict.Predictor._predicted; "
+        "predict.Predictor._predicted = lambda *a: (time.sleep(0.1), fast(*a))[1]; main(sys.argv[1:])"
+    )
+    process = subprocess.Popen([sys.executable, "-c", slowed, "predict", *args, str(killed)])
+    deadline = time.monotonic() + 120
+    while len(rows_on_disk(killed)) < 5 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL and 5 <= len(rows_on_disk(killed)) < 36
+    assert run_cli(["predict", *args, str(killed), "--resume"]) == 0
+    assert run_cli(["predict", *args, str(full)]) == 0
+    assert killed.read_text() == full.read_text() and len(rows_on_disk(full)) == 36
