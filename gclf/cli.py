@@ -430,6 +430,62 @@ def bench_faces_command(args: argparse.Namespace) -> None:
         write_json(args.out, {**report, "cpu_model": machine["cpu_model"]}, digits=4)
 
 
+def add_bench_data_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``bench-data`` subcommand's arguments (handled by :func:`bench_data_command`)."""
+    bench = sub.add_parser(
+        "bench-data",
+        help="images/s and peak memory of the training input pipeline on a dataset",
+        description=(
+            "Read a dataset as the training stages do (formats, decoded-image store, sampler, device transfer, "
+            "augmentation with the default params): decode it into the store when cold, then time one epoch "
+            "of training batches. Prints images/s and peak anonymous memory (RssAnon)."
+        ),
+    )
+    bench.add_argument("--data", required=True, metavar="DIR", help="the dataset (csv: the manifest file)")
+    bench.add_argument(
+        "--format", choices=LABELLED_FORMATS, default="imagefolder", help="its layout (default %(default)s)"
+    )
+    bench.add_argument("--image-size", type=positive_int, default=224, metavar="S", help="pixels (default %(default)s)")
+    bench.add_argument("--batch-size", type=positive_int, default=64, metavar="N", help="(default %(default)s)")
+    bench.add_argument(
+        "--augment", choices=("batched", "per-image"), default="batched", help="augment.backend (default %(default)s)"
+    )
+    bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default %(default)s)")
+    bench.add_argument("--threads", type=positive_int, default=2, metavar="N", help="CPU threads (default 2)")
+    bench.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader workers (default 0)")
+    bench.add_argument(
+        "--batches", type=int, default=0, metavar="N", help="time only the first N batches (default: all)"
+    )
+    bench.add_argument("--cache-dir", default=".cache/images", metavar="DIR", help="the store (default %(default)s)")
+    bench.add_argument("--out", metavar="FILE.json", help="also write the numbers as JSON")
+
+
+def bench_data_command(args: argparse.Namespace) -> None:
+    from gclf.bench import machine_facts
+    from gclf.databench import bench_data
+    from gclf.device import select_device
+    from gclf.io import dumps_json, write_json
+
+    if args.workers < 0 or args.batches < 0:
+        raise UserError("--workers and --batches: expected 0 or more")
+    device = select_device(args.device, args.threads)
+    report = bench_data(
+        args.data,
+        args.format,
+        args.image_size,
+        args.batch_size,
+        args.augment,
+        device,
+        batches=args.batches,
+        num_workers=args.workers,
+        cache_dir=args.cache_dir,
+    )
+    report["cpu_model"] = machine_facts(args.threads)["cpu_model"]
+    print(dumps_json(report, digits=1), end="")
+    if args.out:
+        write_json(args.out, report, digits=1)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gclf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -440,6 +496,7 @@ def main(argv: list[str] | None = None) -> None:
     add_evaluate_parser(sub)
     add_bench_parser(sub)
     add_bench_faces_parser(sub)
+    add_bench_data_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "check-params":
@@ -456,5 +513,7 @@ def main(argv: list[str] | None = None) -> None:
             bench_command(args)
         elif args.command == "bench-faces":
             bench_faces_command(args)
+        elif args.command == "bench-data":
+            bench_data_command(args)
     except UserError as e:
         fail(str(e))

@@ -11,15 +11,19 @@ import os
 import torch
 import torch.distributed as dist
 
+from gclf.errors import UserError
+
 
 def select_device(name: str, threads: int) -> torch.device:
-    """``auto`` picks CUDA when present; ``threads`` (0 = all cores) caps CPU threads."""
+    """``auto`` picks CUDA when present; ``threads`` (0 = all cores) caps CPU threads. Under
+    ``torchrun`` it joins the process group first, so each rank gets its own GPU."""
+    init_distributed()
     if threads > 0:
         torch.set_num_threads(threads)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but no CUDA device is visible")
+        raise UserError("device: cuda, but no CUDA device is visible here; use device: auto or cpu")
     if name == "cuda" and dist.is_initialized():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(name)

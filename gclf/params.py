@@ -22,6 +22,7 @@ FORMATS = ("synthetic", "imagefolder", "presplit", "csv", "utkface")
 HEADS = ("mlp", "linear")
 MONITORS = ("val_auc", "val_f1", "val_accuracy", "val_loss")
 TTA_VIEWS = ("identity", "hflip", "center_crop", "corner_crops", "scale_up")
+AUGMENT_BACKENDS = ("batched", "per-image")
 
 
 class ParamsError(UserError):
@@ -74,6 +75,8 @@ class AugmentParams:
     # Per-class augmentation (the seed-b1 project's): > 1 augments the train split's minority class
     # this many times harder. A shortcut risk: augmentation artefacts become a cue for the class.
     minority_strength: float = between(1.0, 5.0, 1.0)
+    # batched: whole batches on the training device (fused warp and colour matrix); per-image: torchvision v2
+    backend: str = choice(*AUGMENT_BACKENDS, default="batched")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,13 @@
 One loop, read top to bottom in :func:`fit`: per epoch, seed, shuffle, train (AMP on CUDA),
 validate on the EMA or live weights, keep the best, checkpoint, maybe stop early. It runs as one
 process on CPU or GPU, or under ``torchrun`` (DDP: each rank trains on its shard of the data;
-rank 0 writes files; see :mod:`gclf.device`).
+rank 0 writes files, every rank resumes from rank 0's state; see :mod:`gclf.device`).
+
+The input pipeline is built for a GPU: batches are gathered whole from the memory-mapped
+decoded-image store (:mod:`gclf.data.images`), copied to the device as uint8 (a quarter of the
+bytes of float; pinned on CUDA, without blocking), and augmented there, per sample, in one batched
+pass (:class:`gclf.augment.BatchAugment`); ``augment.backend: per-image`` keeps torchvision's
+per-image path in the DataLoader as the reference.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +36,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
 from tqdm import tqdm
 
-from gclf.data.dataset import ImageDataset
+from gclf.data.dataset import ImageDataset, whole_batch
 from gclf.device import init_distributed
 from gclf.errors import UserError
 from gclf.io import atomic_write
+from gclf.memory import PeakMemory
 from gclf.metrics import binary_metrics
 from gclf.tta import predict_probs
 
@@ -59,6 +67,7 @@ class FitResult:
     best_epoch: int = -1
     train_images_per_s: float = 0.0
     train_wall_s: float = 0.0
+    peak_rss_anon_mb: float = 0.0  # the loop's peak anonymous memory (the store's page cache not counted)
 
 
 def freeze_backbone(model: nn.Module) -> list[nn.Parameter]:
@@ -140,8 +149,9 @@ def adamw_schedule(
         return optimizer, plateau(optimizer, *plateau_args)
     total_steps = max(total_steps, 1)
     if schedule == "onecycle":
-        # OneCycleLR needs a warm-up of at least one step
-        pct = max(warmup_fraction, 1.0 / total_steps)
+        # OneCycleLR divides by each phase's length in steps, (pct * total - 1) and total * (1 - pct):
+        # keep both away from zero however few the steps or however short the asked warm-up
+        pct = min(max(warmup_fraction, 1.5 / total_steps), 1 - 0.5 / total_steps)
         return optimizer, OneCycleLR(optimizer, [g["lr"] for g in groups], total_steps=total_steps, pct_start=pct)
     warmup = int(warmup_fraction * total_steps)
 
@@ -168,7 +178,17 @@ def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
-def _loader(dataset: ImageDataset, labels: torch.Tensor, cfg: FitConfig, epoch: int, rank: int, world: int):
+def _augment_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """The batched augmentation's own random stream: seeded from (seed, epoch) like the sampler's, so a
+    resumed run draws the same, and apart per rank, so DDP ranks draw their own parameters."""
+    return torch.Generator().manual_seed((seed * 100_003 + epoch) * 1_000 + 1 + rank)
+
+
+def train_loader(
+    dataset: ImageDataset, labels: torch.Tensor, cfg: FitConfig, epoch: int, rank: int, world: int, pin: bool
+) -> DataLoader:
+    """The epoch's batches: shuffled (or class-balanced, or this rank's shard) from ``(seed, epoch)``,
+    each gathered whole; ``pin``: page-locked, for copies to CUDA that do not block."""
     generator = _seed_epoch(cfg.seed, epoch)
     if world > 1 and cfg.weighted_sampler:
         raise UserError("data.weighted_sampler is not supported with several processes (torchrun); turn it off")
@@ -181,8 +201,32 @@ def _loader(dataset: ImageDataset, labels: torch.Tensor, cfg: FitConfig, epoch: 
     else:
         sampler = RandomSampler(dataset, generator=generator)
     return DataLoader(
-        dataset, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, drop_last=len(dataset) > cfg.batch_size
+        dataset,
+        cfg.batch_size,
+        sampler=sampler,
+        collate_fn=whole_batch,
+        num_workers=cfg.num_workers,
+        pin_memory=pin,
+        # forked workers inherit the store's memory map; spawned ones would be sent a copy of the images
+        multiprocessing_context="fork" if cfg.num_workers else None,
+        drop_last=len(dataset) > cfg.batch_size,
     )
+
+
+def device_batch(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    batch_augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor] | None,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch as the model trains on it: on ``device`` (uint8, a quarter of float's bytes),
+    augmented there when ``batch_augment`` is given, float [0, 1], channels-last."""
+    y = y.to(device, non_blocking=True)
+    x = x.to(device, non_blocking=True)
+    if batch_augment is not None:
+        x = batch_augment(x, y, generator)
+    return x.contiguous(memory_format=torch.channels_last), y
 
 
 def _average_buffers(world: int, *modules: nn.Module) -> None:
@@ -204,6 +248,8 @@ def _train_epoch(
     optimizer: torch.optim.Optimizer,
     batch_scheduler,
     *,
+    batch_augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor] | None,
+    augment_generator: torch.Generator,
     scaler: torch.amp.GradScaler,
     amp_dtype: torch.dtype,
     ema: AveragedModel | None,
@@ -212,9 +258,10 @@ def _train_epoch(
     device: torch.device,
     desc: str,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """One pass over ``loader``: per batch, resize to the epoch's size, forward through ``ddp`` (under
-    autocast on CUDA), backward (scaled for float16), clip, step the optimiser, update the EMA and
-    step ``batch_scheduler`` (None when the schedule steps per epoch).
+    """One pass over ``loader``: per batch, copy to the device, augment there (``batch_augment``, when
+    the loader gives uint8), resize to the epoch's size, forward through ``ddp`` (under autocast on
+    CUDA), backward (scaled for float16), clip, step the optimiser, update the EMA and step
+    ``batch_scheduler`` (None when the schedule steps per epoch).
 
     Returns the logits and labels of the images trained on, and their summed loss.
     """
@@ -224,10 +271,9 @@ def _train_epoch(
     cuda = device.type == "cuda"
     logits_seen, labels_seen, losses = [], [], []
     for x, y in tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None):
-        x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
+        x, y = device_batch(x, y, device, batch_augment, augment_generator)
         if cfg.epoch_sizes and cfg.epoch_sizes[epoch] != x.shape[-1]:
             x = F.interpolate(x, size=cfg.epoch_sizes[epoch], mode="bilinear", antialias=True)
-        y = y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
             logits = ddp(x).float()
         loss = loss_fn(logits, y)
@@ -296,31 +342,61 @@ def _track_best(state: dict, score: float, epoch: int, eval_model: nn.Module) ->
 
 
 def _save_state(
-    path: str | Path, key: str, model, optimizer, scheduler, ema: AveragedModel | None, state: dict
+    path: str | Path, key: str, model, optimizer, scheduler, scaler, ema: AveragedModel | None, state: dict
 ) -> None:
-    """Everything a killed run needs to go on after this epoch as if uninterrupted, under ``key``."""
+    """Everything a killed run needs to go on after this epoch as if uninterrupted, under ``key``
+    (the float16 loss scale included: a fresh one would skip steps while it re-learns the scale)."""
     saved = {
         "key": key,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
         "ema": ema.state_dict() if ema is not None else {},
         "state": state,
     }
     atomic_write(path, lambda tmp: torch.save(saved, tmp))
 
 
-def _resume(path: str | Path | None, key: str, model, optimizer, scheduler, ema: AveragedModel | None) -> dict | None:
-    """The loop state :func:`_save_state` left at ``path`` for the same ``key``, with the model,
-    optimiser, scheduler and EMA restored in place; None when there is nothing to resume."""
-    if not path or not Path(path).exists():
-        return None
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if saved.get("key") != key:  # another run's state: start afresh (it is overwritten after epoch 1)
+def _read_state(path: str | Path | None, key: str, rank: int, world: int) -> dict | None:
+    """What :func:`_save_state` left at ``path`` for the same ``key``, or None. Under ``torchrun`` rank 0
+    reads it and sends it to every rank: only rank 0 writes it, and on several machines the other
+    ranks' disks hold no copy (or an older one), so they all resume from rank 0's."""
+    saved = None
+    if rank == 0 and path and Path(path).exists():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:  # torn by a disk fault: start afresh
+            print(f"{path}: unreadable training state ({type(e).__name__}), starting afresh")
+        if saved is not None and saved.get("key") != key:  # another run's state (overwritten after epoch 1)
+            saved = None
+    if world > 1:
+        box = [saved]
+        dist.broadcast_object_list(box, src=0)
+        saved = box[0]
+    return saved
+
+
+def _resume(
+    path: str | Path | None,
+    key: str,
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    ema: AveragedModel | None,
+    rank: int = 0,
+    world: int = 1,
+) -> dict | None:
+    """The loop state saved at ``path`` for the same ``key``, with the model, optimiser, scheduler,
+    loss scaler and EMA restored in place; None when there is nothing to resume."""
+    saved = _read_state(path, key, rank, world)
+    if saved is None:
         return None
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
+    scaler.load_state_dict(saved["scaler"])
     if ema is not None:
         ema.load_state_dict(saved["ema"])
     return saved["state"]
@@ -342,7 +418,7 @@ def fit(
     optimizer: torch.optim.Optimizer,
     scheduler,
     cfg: FitConfig,
-    transforms: Sequence[Callable],
+    augment: Sequence[Callable] | Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor],
     device: torch.device,
     state_path: str | Path | None = None,
     state_key: str = "",
@@ -350,7 +426,9 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on uint8 images + float labels; validate each epoch; return the best weights.
 
-    ``transforms`` augments training images, one transform per class label (0, 1).
+    ``augment`` augments training images: a batch augmentation run on ``device``
+    (:class:`gclf.augment.BatchAugment`), or per-image transforms run by the DataLoader, one per
+    class label (0, 1).
     ``state_path`` holds a checkpoint written after every epoch (model, optimiser, scheduler,
     EMA, best weights, history); a run started with the same ``state_key`` resumes after the
     last finished epoch and ends as an uninterrupted run would. It is removed on success.
@@ -371,58 +449,63 @@ def fit(
     )
     per_batch = not isinstance(scheduler, ReduceLROnPlateau)  # one-cycle, cosine; a plateau steps per epoch
     sign = -1.0 if cfg.monitor == "val_loss" else 1.0  # higher score is better
-    dataset = ImageDataset(train[0], train[1], transforms)
-    state = _resume(state_path, state_key, model, optimizer, scheduler, ema)
+    per_image = isinstance(augment, (list, tuple))
+    dataset = ImageDataset(train[0], train[1], augment if per_image else None)
+    batch_augment = None if per_image else augment
+    state = _resume(state_path, state_key, model, optimizer, scheduler, scaler, ema, rank, world)
     if state is None:
         state = _new_state()
     else:
         print(f"{desc}: resuming after epoch {state['epoch']} from {state_path}")
 
-    for epoch in range(state["epoch"], cfg.epochs):
-        loader = _loader(dataset, train[1], cfg, epoch, rank, world)
-        start = time.perf_counter()
-        logits, labels, loss_sum = _train_epoch(
-            model,
-            ddp,
-            loader,
-            loss_fn,
-            optimizer,
-            scheduler if per_batch else None,
-            scaler=scaler,
-            amp_dtype=amp_dtype,
-            ema=ema,
-            cfg=cfg,
-            epoch=epoch,
-            device=device,
-            desc=desc,
-        )
-        state["train_s"] += time.perf_counter() - start
-        state["train_images"] += len(labels) * world
-        if world > 1:
-            _average_buffers(world, model, *([ema] if ema is not None else []))
-
-        eval_model = ema.module if ema is not None else model
-        row = {
-            "epoch": epoch + 1,
-            "lr": optimizer.param_groups[-1]["lr"],
-            **_train_row(logits, labels, loss_sum),
-            **_val_row(eval_model, val[0], val[1], device),
-        }
-        state["history"].append(row)
-        if not per_batch:
-            scheduler.step(row[cfg.monitor])
-        _track_best(state, sign * row[cfg.monitor], epoch, eval_model)
-        state["epoch"] = epoch + 1
-        if rank == 0:
-            print(
-                f"{desc} epoch {epoch + 1}/{cfg.epochs}: "
-                + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "lr"))
+    with PeakMemory(every_s=0.05) as memory:
+        for epoch in range(state["epoch"], cfg.epochs):
+            loader = train_loader(dataset, train[1], cfg, epoch, rank, world, pin=cuda)
+            start = time.perf_counter()
+            logits, labels, loss_sum = _train_epoch(
+                model,
+                ddp,
+                loader,
+                loss_fn,
+                optimizer,
+                scheduler if per_batch else None,
+                batch_augment=batch_augment,
+                augment_generator=_augment_generator(cfg.seed, epoch, rank),
+                scaler=scaler,
+                amp_dtype=amp_dtype,
+                ema=ema,
+                cfg=cfg,
+                epoch=epoch,
+                device=device,
+                desc=desc,
             )
-        if state_path and rank == 0:
-            _save_state(state_path, state_key, model, optimizer, scheduler, ema, state)
-        if cfg.early_stop_patience and state["stale_epochs"] >= cfg.early_stop_patience:
-            print(f"{desc}: no {cfg.monitor} improvement in {cfg.early_stop_patience} epochs, stopping early")
-            break
+            state["train_s"] += time.perf_counter() - start
+            state["train_images"] += len(labels) * world
+            if world > 1:
+                _average_buffers(world, model, *([ema] if ema is not None else []))
+
+            eval_model = ema.module if ema is not None else model
+            row = {
+                "epoch": epoch + 1,
+                "lr": optimizer.param_groups[-1]["lr"],
+                **_train_row(logits, labels, loss_sum),
+                **_val_row(eval_model, val[0], val[1], device),
+            }
+            state["history"].append(row)
+            if not per_batch:
+                scheduler.step(row[cfg.monitor])
+            _track_best(state, sign * row[cfg.monitor], epoch, eval_model)
+            state["epoch"] = epoch + 1
+            if rank == 0:
+                print(
+                    f"{desc} epoch {epoch + 1}/{cfg.epochs}: "
+                    + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "lr"))
+                )
+            if state_path and rank == 0:
+                _save_state(state_path, state_key, model, optimizer, scheduler, scaler, ema, state)
+            if cfg.early_stop_patience and state["stale_epochs"] >= cfg.early_stop_patience:
+                print(f"{desc}: no {cfg.monitor} improvement in {cfg.early_stop_patience} epochs, stopping early")
+                break
 
     best = _best_model(model, state)
     if state_path and rank == 0 and Path(state_path).exists():
@@ -433,6 +516,7 @@ def fit(
         best_epoch=state["best_epoch"],
         train_images_per_s=state["train_images"] / state["train_s"] if state["train_s"] else 0.0,
         train_wall_s=state["train_s"],
+        peak_rss_anon_mb=memory.peak_mb,
     )
 
 
@@ -459,9 +543,10 @@ def run_phase(
 ) -> FitResult:
     """:func:`fit` with what both phases share: the loss and augmentation from params ``p``, and
     a resumable state in ``.cache/NAME.state.pt`` keyed by the params and the ``inputs`` files."""
-    from gclf.augment import class_transforms
+    from gclf.augment import batch_augmenter, class_transforms
     from gclf.losses import make_loss
 
+    make_augment = class_transforms if p.augment.backend == "per-image" else batch_augmenter
     return fit(
         model,
         train,
@@ -470,7 +555,7 @@ def run_phase(
         optimizer,
         scheduler,
         cfg,
-        class_transforms(p.augment, p.data.image_size, train[1]),
+        make_augment(p.augment, p.data.image_size, train[1]),
         device,
         state_path=f".cache/{name}.state.pt",
         state_key=resume_key(dataclasses.asdict(p), inputs),
@@ -505,6 +590,7 @@ def save_phase(name: str, result: FitResult, meta: dict, monitor: str) -> None:
         {
             "train_images_per_s": result.train_images_per_s,
             "train_wall_s": result.train_wall_s,
+            "peak_rss_anon_mb": result.peak_rss_anon_mb,
         },
         digits=1,
     )

@@ -32,18 +32,21 @@ def main(p):
     meta = deployment_meta(meta, thresholds["threshold"], thresholds["tta_threshold"], p.tta.views, temperature)
     train_images = load_split("train", size)[0]
     picked = np.random.default_rng(p.seed).permutation(len(train_images))[: p.quantize.calibration_images]
-    calibration = train_images[np.sort(picked)].float().div(255).numpy()
+    calibration = train_images[np.sort(picked)].float().div(255).contiguous().numpy()
     write_artifacts(model, meta, calibration)
 
     images, labels, _ = load_split("test", size)
     threshold = thresholds["threshold"]
     runners = {name: load_runner(path, p.threads) for name, path in ARTIFACTS.items()}
     fp32_pair = {k: runners[k] for k in (REFERENCE, "fp32_onnxruntime")}
-    check_agreement(fp32_pair, images[:32].float().div(255).numpy(), atol=FP32_ATOL)
+    check_agreement(fp32_pair, images[:32].float().div(255).contiguous().numpy(), atol=FP32_ATOL)
     report, reference_preds = {}, None
     for name, runner in runners.items():
         probs = predict_probs(
-            lambda x: torch.from_numpy(runner(x.numpy())), images, batch_size=EVAL_BATCH, temperature=temperature
+            lambda x: torch.from_numpy(runner(x.contiguous().numpy())),
+            images,
+            batch_size=EVAL_BATCH,
+            temperature=temperature,
         )
         preds = probs >= threshold
         reference_preds = preds if reference_preds is None else reference_preds

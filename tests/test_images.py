@@ -1,4 +1,6 @@
-"""Images as the model sees them: decoding any mode and orientation, the decode cache, the training dataset."""
+"""Images as the model sees them: decoding any mode and orientation, the decoded-image store, the training dataset."""
+
+import os
 
 import numpy as np
 import pytest
@@ -60,22 +62,46 @@ def test_exif_orientation_is_applied(tmp_path):
     assert image[2, 13].float().mean() > 200 and image[0, 13].float().mean() < 50  # bottom row blue
 
 
-def test_load_images_cache_hit_returns_the_same_tensor_in_the_asked_order(tmp_path, monkeypatch):
+def test_store_hit_decodes_nothing_and_keeps_the_asked_order(tmp_path, monkeypatch):
     paths = [str(write_image(tmp_path / f"{i}.png", i, size=12)) for i in range(4)]
     cache = tmp_path / "cache"
     first = load_images(paths, 8, str(cache))
-    assert len(list(cache.glob("*.npy"))) == 1
+    assert len(list(cache.glob("*.u8"))) == 1
+    assert first.is_contiguous(memory_format=torch.channels_last)  # the store's NHWC bytes, as the model trains
 
     def no_decoding(path, size):
-        raise AssertionError("decoded again despite the cache")
+        raise AssertionError("decoded again despite the store")
 
     monkeypatch.setattr(images, "decode_image", no_decoding)
     assert torch.equal(load_images(paths, 8, str(cache)), first)
-    reordered = load_images(paths[::-1] + paths[:1], 8, str(cache))
-    assert torch.equal(reordered, torch.cat([first.flip(0), first[:1]]))
     monkeypatch.undo()
-    assert load_images(paths, 10, str(cache)).shape == (4, 3, 10, 10)  # another size: another entry
-    assert len(list(cache.glob("*.npy"))) == 2
+    reordered = load_images(paths[::-1] + paths[:1], 8, str(cache))  # the store holds the asked order
+    assert torch.equal(reordered, torch.cat([first.flip(0), first[:1]]))
+    assert load_images(paths, 10, str(cache)).shape == (4, 3, 10, 10)  # another size: another store
+    assert len(list(cache.glob("*.u8"))) == 3
+
+
+def test_store_is_keyed_on_content_not_on_mtime(tmp_path):
+    path = write_image(tmp_path / "a.png", 0, size=12)
+    cache = str(tmp_path / "cache")
+    before = load_images([str(path)], 8, cache)
+    stat = path.stat()
+    write_image(path, 1, size=12)  # other pixels, same name, same size and mtime
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    after = load_images([str(path)], 8, cache)
+    assert torch.equal(after, load_images([str(path)], 8))  # what a fresh decode gives
+    assert not torch.equal(after, before)
+
+
+def test_a_cut_short_store_is_decoded_again(tmp_path, capsys):
+    paths = [str(write_image(tmp_path / f"{i}.png", i, size=12)) for i in range(3)]
+    cache = tmp_path / "cache"
+    whole = load_images(paths, 8, str(cache)).clone()
+    store = next(cache.glob("*.u8"))
+    store.write_bytes(store.read_bytes()[:100])
+    assert torch.equal(load_images(paths, 8, str(cache)), whole)
+    assert "decoding again" in capsys.readouterr().out
+    assert store.stat().st_size == 3 * 8 * 8 * 3
 
 
 def test_load_images_of_a_missing_file_is_a_data_error(tmp_path):
@@ -83,12 +109,21 @@ def test_load_images_of_a_missing_file_is_a_data_error(tmp_path):
         load_images([str(tmp_path / "gone.png")], 8)
 
 
-def test_image_dataset_items_are_float():
+def test_image_dataset_items_are_float_with_per_image_transforms():
     images = torch.tensor([[[[0, 255]]] * 3, [[[255, 51]]] * 3], dtype=torch.uint8)  # (2, 3, 1, 2)
-    dataset = ImageDataset(images, torch.tensor([0, 1]))
-    image, label = dataset[1]
+    identity = ImageDataset(images, torch.tensor([0, 1]), transforms=[lambda x: x] * 2)
+    image, label = identity[1]
     assert image.dtype == torch.float32 and torch.allclose(image[0, 0], torch.tensor([1.0, 0.2]))
     assert label.dtype == torch.float32 and label.item() == 1.0
     flipped = ImageDataset(images, torch.tensor([0, 1]), transforms=[lambda x: x.flip(-1)] * 2)
     assert torch.allclose(flipped[1][0][0, 0], torch.tensor([0.2, 1.0]))
     assert len(flipped) == 2
+
+
+def test_image_dataset_gathers_whole_uint8_batches_for_the_device():
+    images = torch.arange(5 * 3 * 2 * 2, dtype=torch.uint8).view(5, 3, 2, 2)
+    dataset = ImageDataset(images, torch.tensor([0, 1, 0, 1, 1]))
+    batch, labels = dataset.__getitems__([4, 0, 2])
+    assert batch.dtype == torch.uint8 and torch.equal(batch, images[[4, 0, 2]])
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    assert labels.tolist() == [1.0, 0.0, 0.0]

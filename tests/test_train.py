@@ -1,8 +1,11 @@
 """The training loop on a tiny model and tiny images: learning, resuming, freezing, schedules."""
 
+import math
+
+import pytest
 import torch
 
-from gclf.augment import train_transform
+from gclf.augment import batch_augmenter, train_transform
 from gclf.device import select_device
 from gclf.losses import make_loss
 from gclf.model import build_model
@@ -18,6 +21,7 @@ from gclf.train import (
     progressive_sizes,
     save_phase,
 )
+from gclf.tta import predict_probs
 
 SIZE = 32
 NO_AUGMENT = AugmentParams(crop_scale=1.0, hflip=0.0, rotation=0.0, color_jitter=0.0, grayscale=0.0, erasing=0.0)
@@ -32,10 +36,12 @@ def toy_data(n, seed):
     return images, labels
 
 
-def phase2_run(epochs, state_path=None, ema_decay=0.0, epoch_sizes=()):
+def phase2_run(epochs, state_path=None, ema_decay=0.0, epoch_sizes=(), model=None, backend="per-image"):
+    """``model``, when given, is the live model the run trains in place (built as here). The per-image
+    backend runs without augmentation; the batched one with the default augmentation."""
     torch.manual_seed(0)
     train, val = toy_data(96, 1), toy_data(48, 2)
-    model = build_model("test_efficientnet", "linear", 0.0)
+    model = model or build_model("test_efficientnet", "linear", 0.0)
     optimizer, scheduler = adamw_schedule(model, 3e-3, 0.01, 0.8, "onecycle", 0.2, total_steps=4 * 3)
     cfg = FitConfig(
         epochs=epochs,
@@ -54,7 +60,9 @@ def phase2_run(epochs, state_path=None, ema_decay=0.0, epoch_sizes=()):
         optimizer,
         scheduler,
         cfg,
-        [train_transform(NO_AUGMENT, SIZE)] * 2,
+        [train_transform(NO_AUGMENT, SIZE)] * 2
+        if backend == "per-image"
+        else batch_augmenter(AugmentParams(), SIZE, train[1]),
         select_device("cpu", 1),
         state_path=state_path,
         state_key="k",
@@ -90,8 +98,9 @@ def test_progressive_resizing_trains_at_each_epochs_size(monkeypatch):
     assert max(r["val_auc"] for r in result.history) > 0.9
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-    full = phase2_run(epochs=4)
+@pytest.mark.parametrize("backend", ["per-image", "batched"])
+def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch, backend):
+    full = phase2_run(epochs=4, backend=backend)
     state = tmp_path / "state.pt"
     import gclf.train as train_module
 
@@ -107,12 +116,21 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_module, "atomic_write", save_then_die)
     try:
-        phase2_run(epochs=4, state_path=state)
+        phase2_run(epochs=4, state_path=state, backend=backend)
     except KeyboardInterrupt:
         pass
     monkeypatch.setattr(train_module, "atomic_write", real_save)
     assert state.exists()
-    resumed = phase2_run(epochs=4, state_path=state)
+    trained_epochs = []
+    train_epoch = train_module._train_epoch
+
+    def record_epoch(*args, epoch, **kwargs):
+        trained_epochs.append(epoch)
+        return train_epoch(*args, epoch=epoch, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_epoch", record_epoch)
+    resumed = phase2_run(epochs=4, state_path=state, backend=backend)
+    assert trained_epochs == [2, 3]  # epochs 1 and 2 came from the state, not from training again
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
     assert resumed.history == full.history
     for key, value in full.model.state_dict().items():
@@ -121,9 +139,17 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
 
 
 def test_ema_model_is_what_gets_evaluated_and_returned():
-    result = phase2_run(epochs=2, ema_decay=0.9)
+    torch.manual_seed(0)
+    live = build_model("test_efficientnet", "linear", 0.0)
+    result = phase2_run(epochs=1, ema_decay=0.9, model=live)
     assert "n_averaged" not in result.model.state_dict()
-    assert len(result.history) == 2
+    # returned: the average, not the live weights the run trained in place
+    assert not torch.allclose(result.model.state_dict()["head.1.weight"], live.state_dict()["head.1.weight"].cpu())
+    # evaluated: the epoch's validation loss is the returned model's
+    val_images, val_labels = toy_data(48, 2)
+    probs = torch.from_numpy(predict_probs(result.model, val_images)).double().clamp(1e-7, 1 - 1e-7)
+    loss = torch.nn.functional.binary_cross_entropy(probs, val_labels.double()).item()
+    assert abs(loss - result.history[0]["val_loss"]) < 1e-6
 
 
 def test_phase1_freezes_backbone_weights_and_batchnorm_stats():
@@ -214,3 +240,63 @@ def test_torchrun_ddp_on_cpu_trains_one_model_and_rank_0_writes(tmp_path):
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     assert (tmp_path / "rank0/models/ddp.pt").exists() and (tmp_path / "rank0/metrics/ddp.json").exists()
     assert not (tmp_path / "rank1/models").exists()
+
+
+DDP_RESUME_SCRIPT = """
+import os, sys, torch
+sys.path.insert(0, {tests!r})
+import gclf.train
+from test_train import phase2_run
+
+rank = os.environ["RANK"]
+state = f"rank{{rank}}/state.pt"  # each rank's own disk: only rank 0 writes a state
+os.makedirs(f"rank{{rank}}", exist_ok=True)
+if sys.argv[1] == "first":  # two epochs, then stop with the state left behind, as a kill would
+    gclf.train.os.unlink = lambda path: None
+    phase2_run(epochs=2, state_path=state, backend="batched")
+else:
+    trained = []
+    train_epoch = gclf.train._train_epoch
+    def record(*args, epoch, **kwargs):
+        trained.append(epoch)
+        return train_epoch(*args, epoch=epoch, **kwargs)
+    gclf.train._train_epoch = record
+    result = phase2_run(epochs=4, state_path=state, backend="batched")
+    torch.save({{"trained": trained, "weights": result.model.state_dict()}}, f"rank{{rank}}.pt")
+"""
+
+
+def test_torchrun_ranks_all_resume_from_rank_0s_state(tmp_path):
+    """On several machines only rank 0's disk holds the state: every rank must resume from it, or the
+    ranks train different epochs and hang in their collectives."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "resume.py").write_text(DDP_RESUME_SCRIPT.format(tests=str(Path(__file__).parent)))
+    for step in ("first", "resume"):
+        run = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "resume.py", step],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        if step == "first":
+            assert (tmp_path / "rank0/state.pt").exists() and not (tmp_path / "rank1/state.pt").exists()
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0["trained"] == rank1["trained"] == [2, 3]
+    assert all(torch.equal(rank0["weights"][k], rank1["weights"][k]) for k in rank0["weights"])
+
+
+@pytest.mark.parametrize("warmup_fraction", [0.0, 0.2, 0.99])
+def test_onecycle_runs_for_any_number_of_steps(warmup_fraction):
+    """A tiny dataset gives a handful of steps; OneCycleLR divides by each phase's length in steps."""
+    for steps in range(1, 12):
+        model = build_model("test_efficientnet", "linear", 0.0)
+        optimizer, scheduler = adamw_schedule(model, 1e-3, 0.0, 1.0, "onecycle", warmup_fraction, steps)
+        for _ in range(steps):
+            optimizer.step()
+            scheduler.step()
+        assert all(math.isfinite(g["lr"]) for g in optimizer.param_groups)

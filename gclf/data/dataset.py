@@ -1,4 +1,8 @@
-"""The training :class:`~torch.utils.data.Dataset`: decoded uint8 images and labels, augmented per class."""
+"""The training :class:`~torch.utils.data.Dataset`: batches gathered by index from decoded uint8 images.
+
+A batch is fetched whole (``__getitems__``), one gather from the decoded-image store, so the
+DataLoader does no per-image work unless a per-image transform is asked for.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,11 @@ import torch
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Decoded uint8 images and their labels; items are (float image in [0, 1], float label).
+    """Decoded uint8 images (N, 3, S, S) and their float labels.
 
-    ``transforms``, when given, holds one transform per class label (0, 1), usually the same one.
+    Without ``transforms`` a batch is the uint8 images as stored (channels-last), to be augmented and
+    made float on the training device. ``transforms``, when given, holds one per-image transform per
+    class label (0, 1), usually the same one, ending in a float [0, 1] conversion; batches are then float.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, transforms: Sequence[Callable] | None = None):
@@ -22,9 +28,18 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index]
-        if self.transforms is not None:
-            image = self.transforms[int(self.labels[index])](image)
-        # training transforms end in a float [0, 1] conversion; raw pixels still need one
-        image = image.float().div(255) if image.dtype == torch.uint8 else image.float()
-        return image, self.labels[index]
+        images, labels = self.__getitems__([index])
+        return images[0], labels[0]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        labels = self.labels[index]
+        if self.transforms is None:
+            return self.images[index].contiguous(memory_format=torch.channels_last), labels
+        images = [self.transforms[int(label)](self.images[i]) for i, label in zip(indices, labels)]
+        return torch.stack([x.float().div(255) if x.dtype == torch.uint8 else x for x in images]), labels
+
+
+def whole_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DataLoader's collate function: ``__getitems__`` already made the batch."""
+    return batch
