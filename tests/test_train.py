@@ -7,6 +7,7 @@ import torch
 
 from gclf.augment import batch_augmenter, train_transform
 from gclf.device import select_device
+from gclf.errors import UserError
 from gclf.losses import make_loss
 from gclf.model import build_model
 from gclf.params import AugmentParams
@@ -300,3 +301,10 @@ def test_onecycle_runs_for_any_number_of_steps(warmup_fraction):
             optimizer.step()
             scheduler.step()
         assert all(math.isfinite(g["lr"]) for g in optimizer.param_groups)
+
+
+def test_device_cuda_without_a_gpu_is_a_user_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="no CUDA device"):
+        select_device("cuda", 1)
+    assert select_device("auto", 1).type == "cpu"
