@@ -3,7 +3,9 @@
 import csv
 import hashlib
 import os
+import re
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,17 @@ def skipped(out_dir):
     return {os.path.basename(r["path"]): r["reason"] for r in rows(Path(out_dir) / "skipped.csv")}
 
 
+def counts(summary):
+    """A split summary as (scanned, kept, bad names, unreadable), (duplicates removed, conflicting groups, conflicting
+    dropped) and {split: (female, male, total)}, every key of it."""
+    summary = dict(summary)
+    files = tuple(summary.pop(k) for k in ("scanned", "kept", "bad_names", "unreadable"))
+    duplicates = tuple(summary.pop(k) for k in ("duplicates_removed", "conflicting_groups", "conflicting_dropped"))
+    splits = {s: tuple(summary.pop(f"{s}_{k}") for k in ("female", "male", "total")) for s in ("train", "val", "test")}
+    assert summary == {}, "keys the test does not know"
+    return files, duplicates, splits
+
+
 def test_class_names_are_case_insensitive_aliases():
     assert [class_label(n) for n in ("Female", "WOMEN", "f", "Male", "men", "M")] == [1, 1, 1, 0, 0, 0]
     with pytest.raises(DataError, match="'cats' is not a class name"):
@@ -61,9 +74,7 @@ def test_imagefolder_gives_relative_paths_and_stratified_disjoint_splits(tmp_pat
     write_image("ds/Male/nested/deeper.png", 99)
     Path("ds/Male/notes.txt").write_text("not an image, ignored")
     summary = build_splits("imagefolder", "ds", "splits", **SPLIT_ARGS)
-    assert summary["scanned"] == 31 and summary["kept"] == 31
-    assert (summary["train_female"], summary["val_female"], summary["test_female"]) == (6, 2, 2)
-    assert (summary["train_male"], summary["val_male"], summary["test_male"]) == (13, 4, 4)
+    assert counts(summary) == ((31, 31, 0, 0), (0, 0, 0), {"train": (6, 13, 19), "val": (2, 4, 6), "test": (2, 4, 6)})
     paths = split_paths("splits")
     assert not (paths["train"] & paths["val"] or paths["train"] & paths["test"] or paths["val"] & paths["test"])
     assert "ds/Male/nested/deeper.png" in set().union(*paths.values())
@@ -73,6 +84,17 @@ def test_imagefolder_gives_relative_paths_and_stratified_disjoint_splits(tmp_pat
     assert [r["path"] for r in train] == sorted(r["path"] for r in train)
     assert all(r["label"] == ("1" if "/Female/" in r["path"] else "0") for r in train)
     assert Path("splits/skipped.csv").read_text() == "path,reason\n"
+
+
+def test_unknown_format_and_no_usable_image_are_data_errors_saying_what_is_allowed(tmp_path):
+    with pytest.raises(DataError, match="^unknown data format 'xml': use synthetic or one of imagefolder, presplit, "):
+        build_splits("xml", str(tmp_path), str(tmp_path / "out"), **SPLIT_ARGS)
+    (tmp_path / "ds" / "male").mkdir(parents=True)
+    (tmp_path / "ds" / "male" / "empty.png").write_bytes(b"")
+    (tmp_path / "ds" / "male" / "text.jpg").write_text("not an image")
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=re.escape(f"ds: none of the 2 images is usable; see {out}/skipped.csv")):
+        build_splits("imagefolder", str(tmp_path / "ds"), str(out), **SPLIT_ARGS)
 
 
 def test_unknown_class_folder_is_a_data_error_naming_it(tmp_path):
@@ -87,7 +109,8 @@ def test_no_images_is_a_data_error(tmp_path, root_kind):
     root = tmp_path / "ds"
     if root_kind == "empty":
         (root / "female").mkdir(parents=True)
-    with pytest.raises(DataError, match="no such folder" if root_kind == "missing" else "no images found"):
+    found = r"no images found \(\.jpg, \.jpeg, \.png, .*\) for data.format=imagefolder"
+    with pytest.raises(DataError, match="no such folder" if root_kind == "missing" else found):
         build_splits("imagefolder", str(root), str(tmp_path / "out"), **SPLIT_ARGS)
 
 
@@ -239,6 +262,9 @@ def test_stratified_split_is_deterministic_per_seed_and_keeps_both_classes_every
         assert sum(r.split == split and r.label == 0 for r in first) == males
     tiny = stratified_split(fake_records(3, 3), 0.01, 0.01, seed=0)
     assert {(r.split, r.label) for r in tiny} == {(s, c) for s in ("train", "val", "test") for c in (0, 1)}
+    # a class too small for three splits keeps one image for train first, then fills test
+    fewest = Counter((r.split, r.label) for r in stratified_split(fake_records(2, 1), 0.15, 0.15, seed=0))
+    assert fewest == {("train", 1): 1, ("test", 1): 1, ("train", 0): 1}
 
 
 def test_same_seed_writes_byte_identical_manifests(tmp_path):
@@ -267,10 +293,61 @@ def test_read_manifest_points_to_the_split_stage_when_missing(tmp_path):
         read_manifest(str(tmp_path / "train.csv"))
 
 
+def gender_digit(path):
+    """The gender field of a UTKFace name (AGE_GENDER_RACE_DATE.jpg.chip.jpg), read here independently."""
+    return os.path.basename(path).split("_")[1]
+
+
+def checked_utkface_split(root, out):
+    """build_splits on a UTKFace folder, with the recipe's 80/10/10 split, every written row checked against the
+    files themselves; returns the summary and {file name: reason} of the skipped files."""
+    summary = build_splits("utkface", str(root), str(out), **{**SPLIT_ARGS, "val_fraction": 0.1, "test_fraction": 0.1})
+    digests = {str(p): hashlib.sha1(p.read_bytes()).hexdigest() for p in Path(root).iterdir()}
+    genders_by_digest = {}
+    for path, digest in digests.items():
+        genders_by_digest.setdefault(digest, set()).add(gender_digit(path))
+    kept = [r for s in ("train", "val", "test") for r in rows(Path(out) / f"{s}.csv")]
+    reasons = {r["path"]: r["reason"] for r in rows(Path(out) / "skipped.csv")}
+    assert sorted([r["path"] for r in kept] + list(reasons)) == sorted(digests)  # each file once, kept or skipped
+    assert all(r["sha1"] == digests[r["path"]] and r["label"] == gender_digit(r["path"]) for r in kept)
+    kept_digests = {r["sha1"] for r in kept}
+    assert len(kept_digests) == len(kept)  # no image twice, so none in two splits
+    for path, reason in reasons.items():
+        if reason == "duplicate":  # another copy with the same gender is kept
+            assert digests[path] in kept_digests and len(genders_by_digest[digests[path]]) == 1, path
+        elif reason == "duplicate with conflicting labels":  # no copy is kept, and the copies disagree
+            assert digests[path] not in kept_digests and genders_by_digest[digests[path]] == {"0", "1"}, path
+        else:
+            assert reason == "bad name", path
+    return summary, {os.path.basename(path): reason for path, reason in reasons.items()}
+
+
+def test_utkface_duplicates_and_bad_names_in_a_tiny_folder(tmp_path):
+    utk = tmp_path / "utk"
+    names = [f"{20 + i}_{i % 2}_{i % 5}_2017010{i}120000000.jpg.chip.jpg" for i in range(10)]
+    for i, name in enumerate(names + ["39_1_20170116174525125.jpg.chip.jpg", "7_2_0_20170116174525125.jpg.chip.jpg"]):
+        write_image(utk / name, i, fmt="JPEG")
+    shutil.copy(utk / names[0], utk / "50_0_1_20170101000000001.jpg.chip.jpg")  # male twice: one copy kept
+    shutil.copy(utk / names[1], utk / "51_0_1_20170101000000002.jpg.chip.jpg")  # female and male: both dropped
+    shutil.copy(utk / names[1], utk / "52_1_1_20170101000000003.jpg.chip.jpg")  # the same group, female again
+    summary, reasons = checked_utkface_split(utk, tmp_path / "out")
+    assert counts(summary) == ((15, 9, 2, 0), (1, 1, 3), {"train": (2, 3, 5), "val": (1, 1, 2), "test": (1, 1, 2)})
+    assert sorted(name for name, reason in reasons.items() if reason == "bad name") == [
+        "39_1_20170116174525125.jpg.chip.jpg",
+        "7_2_0_20170116174525125.jpg.chip.jpg",
+    ]
+
+
 @pytest.mark.skipif(not UTKFACE.is_dir(), reason="real UTKFace folder not present")
-def test_real_utkface_bad_names_and_conflicting_duplicates(tmp_path):
-    summary = build_splits("utkface", str(UTKFACE), str(tmp_path), **SPLIT_ARGS)
-    assert summary["bad_names"] == 2
-    assert summary["conflicting_groups"] == 14
-    assert summary["scanned"] == 9780
-    assert summary["kept"] == sum(summary[f"{s}_total"] for s in ("train", "val", "test"))
+def test_real_utkface_split_matches_its_files_and_the_documented_counts(tmp_path):
+    summary, reasons = checked_utkface_split(UTKFACE, tmp_path)
+    # docs/data.md and docs/training.md quote these
+    assert counts(summary) == (
+        (9780, 9659, 2, 0),
+        (90, 14, 29),
+        {"train": (4266, 3461, 7727), "val": (533, 433, 966), "test": (533, 433, 966)},
+    )
+    assert sorted(name for name, reason in reasons.items() if reason == "bad name") == [
+        "61_1_20170109142408075.jpg.chip.jpg",
+        "61_3_20170109150557335.jpg.chip.jpg",
+    ]

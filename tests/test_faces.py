@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from skimage import data as skimage_data
 
 from gclf import artifact
 from gclf import photos as photos_module
 from gclf.cli import main
 from gclf.composites import composite_photos
+from gclf.data.manifest import Record
 from gclf.deploy.predict import FACE_COLUMNS, MIN_IMAGE_SIDE, Predictor, crop_name
 from gclf.detect import (
     RELIABLE_FRACTION,
@@ -28,11 +30,9 @@ from gclf.detect import (
     weighted_nms,
 )
 from gclf.errors import EXIT_SOME_INPUTS_FAILED
-from gclf.facebench import face_benchmark, match_faces, read_faces
+from gclf.facebench import CROP_VARIANTS, face_benchmark, match_faces, read_faces
 from gclf.model import artifact_meta, build_model, save_model
 from gclf.photos import PHOTO_MAX_SIDE, open_photo
-
-skimage_data = pytest.importorskip("skimage.data")
 
 ASTRONAUT_FACE = (170, 68, 286, 184)  # a UTKFace-like square crop of skimage's astronaut photo
 SIZE = 32
@@ -48,14 +48,18 @@ def detector() -> FaceDetector:
     return FaceDetector(threads=1)
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> str:
+def save_test_model(path, threshold: float) -> str:
+    """A tiny seeded classifier saved as an artifact that calls female from ``threshold`` (0: every face)."""
     torch.manual_seed(0)
     model = build_model("test_efficientnet", "mlp", 0.3).eval()
-    meta = artifact.deployment_meta(artifact_meta("test_efficientnet", "mlp", 0.3, SIZE, model), 0.5, 0.5, ["identity"])
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_model(path, model, meta)
+    meta = artifact_meta("test_efficientnet", "mlp", 0.3, SIZE, model)
+    save_model(path, model, artifact.deployment_meta(meta, threshold, threshold, ["identity"]))
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> str:
+    return save_test_model(tmp_path_factory.mktemp("model") / "model.pt", 0.5)
 
 
 def test_finds_every_pasted_face_and_nothing_else(face, detector):
@@ -291,17 +295,40 @@ def test_explain_detect_faces_draws_every_face(model_path, photo_folder, tmp_pat
     assert Image.open(out).size[0] > 400
 
 
-def test_face_benchmark_runs_and_reports_every_number(model_path, face, tmp_path):
-    from gclf.data.manifest import Record
-
+def test_face_benchmark_counts_every_pasted_face_and_scores_it_by_its_own_label(face, tmp_path):
     face.save(tmp_path / "face.png")
     (tmp_path / "broken.png").write_text("not an image")
-    records, faces, unreadable = read_faces([Record(str(tmp_path / n), 1) for n in ("face.png", "broken.png")])
-    assert len(records) == len(faces) == 1 and unreadable == [(str(tmp_path / "broken.png"), "not an image")]
-    report = face_benchmark(model_path, records, faces, photos=3, seed=5, threads=1, rounds=1)
-    assert report["upright_recall_large"] == 1.0 and report["upright_faces_large"] >= 3
-    assert 0 <= report["upright_end_to_end_accuracy_large"] <= 1
-    assert report["detect_faces_images_per_s"] > 0 and report["crop_only_images_per_s"] > 0
+    # the same face as a female and as a male record, and a model that calls every face female (threshold 0):
+    # each accuracy is then the share of the female record among the large faces pasted
+    labelled = [("face.png", 1), ("broken.png", 1), ("face.png", 0)]
+    records, faces, unreadable = read_faces([Record(str(tmp_path / name), label) for name, label in labelled])
+    assert [r.label for r in records] == [1, 0] and unreadable == [(str(tmp_path / "broken.png"), "not an image")]
+    model = save_test_model(tmp_path / "model.pt", 0.0)
+    report = face_benchmark(model, records, faces, photos=3, seed=5, threads=1, rounds=1)
+    for name, roll in (("upright", 0.0), ("rolled", 30.0)):
+        pasted = [p for _, in_photo in composite_photos(faces, 3, seed=5, max_roll=roll) for p in in_photo]
+        large = [p for p in pasted if p.side >= 64]  # the recall target's size; smaller ones the detector skips
+        female_share = sum(records[p.source].label for p in large) / len(large)
+        assert len(pasted) > len(large) and 0 < female_share < 1  # the composites test both sizes and both labels
+        accuracies = ["end_to_end_accuracy_large", "crop_accuracy_large", "crop_accuracy_at_pasted_size_large"]
+        accuracies += [f"accuracy_{variant}" for variant in CROP_VARIANTS]
+        assert {key.removeprefix(f"{name}_"): v for key, v in report.items() if key.startswith(f"{name}_")} == {
+            "recall_large": 1.0,
+            "precision_large": 1.0,
+            "faces_large": len(large),
+            "recall_small": 0.0,
+            "precision_small": None,
+            "faces_small": len(pasted) - len(large),
+            **dict.fromkeys(accuracies, female_share),
+        }
+    speeds = {key: report.pop(key) for key in ("detect_faces_images_per_s", "crop_only_images_per_s")}
+    assert all(speed > 0 for speed in speeds.values())
+    assert {k: v for k, v in report.items() if not k.startswith(("upright_", "rolled_"))} == {
+        "photos": 3,
+        "seed": 5,
+        "threads": 1,
+        "min_face_size": 64,
+    }
 
 
 def test_face_sizes_are_consistent():

@@ -395,7 +395,7 @@ class Predictor:
         """``rows``, with the images of ``batch`` (row, pixels), which are among them, predicted."""
         if batch:
             probs = self.probabilities(np.stack([pixels for _, pixels in batch]))
-            positive = probs >= self.threshold  # on the float32 array, exactly as evaluate compares
+            positive = probs.astype(np.float64) >= self.threshold  # in float64, as evaluate and the sweep compare
             for (row, _), prob, is_positive in zip(batch, probs, positive):
                 row.update(probability=float(prob), label=self.classes[int(is_positive)])
         return rows
