@@ -187,10 +187,25 @@ def _affine_grid(matrix: torch.Tensor, offset: torch.Tensor, size: int) -> torch
 
 
 def _outside_unit_square(matrix: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, size, size): where the output grid, mapped by ``matrix`` (B, 2, 2), leaves [-1, 1]^2."""
+    """(B, size, size): where the output grid, mapped by ``matrix`` (B, 2, 2), leaves [-1, 1]^2.
+
+    A row of the grid meets the mapped square in one interval of columns (the square is convex), so
+    each row's bounds are solved for, (B, size) numbers, and the pixels compared with them: a few
+    passes over booleans instead of many over the (B, size, size, 2) floats of the mapped grid.
+    """
     centres = _pixel_centres(size, matrix.device)
-    x, y = ((m[:, 0, None, None] * centres + m[:, 1, None, None] * centres[:, None]).abs() for m in matrix.unbind(1))
-    return torch.maximum(x, y) > 1
+    low = torch.full((len(matrix), size), -math.inf, device=matrix.device)
+    high = torch.full_like(low, math.inf)
+    for along_columns, along_rows in (row.unbind(1) for row in matrix.unbind(1)):  # |a * u + b * v| <= 1
+        a, offset = along_columns[:, None], along_rows[:, None] * centres  # (B, 1), (B, size)
+        steep = a.abs() > 1e-12
+        ends = ((-1 - offset) / torch.where(steep, a, 1.0), (1 - offset) / torch.where(steep, a, 1.0))
+        row_inside = offset.abs() <= 1  # where a == 0 the row is inside for every column, or for none
+        low = torch.maximum(low, torch.where(steep, torch.minimum(*ends), torch.where(row_inside, -math.inf, math.inf)))
+        high = torch.minimum(
+            high, torch.where(steep, torch.maximum(*ends), torch.where(row_inside, math.inf, -math.inf))
+        )
+    return (centres < low[:, :, None]) | (centres > high[:, :, None])
 
 
 def _uniform(u: torch.Tensor, lo: float | torch.Tensor, hi: float) -> torch.Tensor:
