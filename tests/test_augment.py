@@ -15,13 +15,7 @@ OFF = AugmentParams(crop_scale=1.0, hflip=0.0, rotation=0.0, color_jitter=0.0, g
 ERASING_ONLY = dataclasses.replace(OFF, erasing=0.3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """32 px images run fastest on one thread; on two busy cores two threads ran ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def only(**strengths) -> AugmentParams:
