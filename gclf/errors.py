@@ -6,4 +6,5 @@ class UserError(Exception):
 
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report it: 128 + 2
 EXIT_SOME_INPUTS_FAILED = 3  # gclf predict: some inputs could not be read, the others were predicted

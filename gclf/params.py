@@ -7,6 +7,7 @@ value out of range raises :class:`ParamsError` with one line naming the key and 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import typing
 from dataclasses import dataclass, field
@@ -211,7 +212,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise ParamsError(f"{prefix}{unknown[0]}: unknown key (allowed here: {', '.join(fields)})")
+        close = difflib.get_close_matches(unknown[0], fields, n=1)
+        hint = f"did you mean {prefix}{close[0]}? " if close else ""
+        raise ParamsError(f"{prefix}{unknown[0]}: unknown key ({hint}allowed here: {', '.join(fields)})")
     values = {}
     for name, value in raw.items():
         typ = hints[name]

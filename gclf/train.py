@@ -529,6 +529,11 @@ def resume_key(params: dict, files: list[str]) -> str:
     return digest.hexdigest()
 
 
+def state_path(name: str) -> str:
+    """Where the training stage ``name`` keeps its resumable state between epochs."""
+    return f".cache/{name}.state.pt"
+
+
 def run_phase(
     name: str,
     p,
@@ -542,7 +547,7 @@ def run_phase(
     inputs: list[str],
 ) -> FitResult:
     """:func:`fit` with what both phases share: the loss and augmentation from params ``p``, and
-    a resumable state in ``.cache/NAME.state.pt`` keyed by the params and the ``inputs`` files."""
+    a resumable state at :func:`state_path` keyed by the params and the ``inputs`` files."""
     from gclf.augment import batch_augmenter, class_transforms
     from gclf.losses import make_loss
 
@@ -557,7 +562,7 @@ def run_phase(
         cfg,
         make_augment(p.augment, p.data.image_size, train[1]),
         device,
-        state_path=f".cache/{name}.state.pt",
+        state_path=state_path(name),
         state_key=resume_key(dataclasses.asdict(p), inputs),
         desc=name,
     )

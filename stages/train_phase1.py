@@ -11,6 +11,7 @@ from gclf.train import (
     run_phase,
     save_phase,
     seed_everything,
+    state_path,
 )
 
 
@@ -46,4 +47,4 @@ def main(p):
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, state=state_path("train_phase1"))

@@ -11,6 +11,7 @@ from gclf.train import (
     progressive_sizes,
     run_phase,
     save_phase,
+    state_path,
 )
 
 
@@ -48,4 +49,4 @@ def main(p):
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, state=state_path("train_phase2"))

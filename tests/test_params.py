@@ -42,7 +42,9 @@ def test_every_schema_key_is_in_params_yaml():
         ({"data": {"image_size": True}}, "data.image_size: expected an integer"),
         ({"model": {"pretrained": "yes"}}, "model.pretrained: expected true or false"),
         ({"phase2": {"nope": 1}}, "phase2.nope: unknown key"),
-        ({"dat": {}}, "dat: unknown key"),
+        ({"dat": {}}, "dat: unknown key (did you mean data? allowed here: seed, loss"),
+        ({"phase2": {"ema_decy": 0.9}}, "phase2.ema_decy: unknown key (did you mean phase2.ema_decay? allowed here:"),
+        ({"augment": {"zzz": 1}}, "augment.zzz: unknown key (allowed here: crop_scale"),
         ({"tta": {"views": ["identity", "mirror"]}}, "tta.views: expected a list drawn from"),
         (
             {"data": {"val_fraction": 0.5, "test_fraction": 0.45}},

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gclf.errors import EXIT_USER_ERROR, UserError
+from gclf.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 from gclf.params import Params
 from gclf.stage import run_stage
 
@@ -18,7 +18,6 @@ def test_run_stage_passes_validated_params(tmp_path):
     "raised, message",
     [
         (UserError("data/raw: no such folder"), "error: data/raw: no such folder\n"),
-        (KeyboardInterrupt(), "error: interrupted; the next run resumes training from the last finished epoch\n"),
     ],
 )
 def test_run_stage_turns_a_user_error_into_one_line_and_exit_code_2(tmp_path, capsys, raised, message):
@@ -38,3 +37,23 @@ def test_a_bad_params_file_stops_before_the_stage_runs(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_stage(lambda p: pytest.fail("ran with bad params"), str(tmp_path / "params.yaml"))
     assert capsys.readouterr().err.startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    "state, kept",
+    [
+        (".cache/train_phase2.state.pt", "kept in .cache/train_phase2.state.pt; the next `dvc repro` resumes from it"),
+        (None, "nothing is kept to resume from; the next `dvc repro` runs this stage again"),
+    ],
+)
+def test_ctrl_c_exits_130_saying_what_was_kept(tmp_path, capsys, state, kept):
+    (tmp_path / "params.yaml").write_text("{}\n")
+
+    def main(p):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage(main, str(tmp_path / "params.yaml"), state=state)
+    assert exit_info.value.code == EXIT_INTERRUPTED == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted: ") and err.strip().endswith(kept) and len(err.splitlines()) == 1
