@@ -95,6 +95,16 @@ def test_unknown_format_and_no_usable_image_are_data_errors_saying_what_is_allow
     out = tmp_path / "out"
     with pytest.raises(DataError, match=re.escape(f"ds: none of the 2 images is usable; see {out}/skipped.csv")):
         build_splits("imagefolder", str(tmp_path / "ds"), str(out), **SPLIT_ARGS)
+    assert (out / "skipped.csv").read_text().count("\n") == 3  # the header and both files, with their reasons
+
+
+def test_a_dataset_of_one_class_is_a_data_error(tmp_path):
+    for i in range(6):
+        write_image(tmp_path / "ds" / "female" / f"{i}.png", i)
+    with pytest.raises(
+        DataError, match=r"ds: all 6 usable images are female; a gender classifier needs images of both"
+    ):
+        build_splits("imagefolder", str(tmp_path / "ds"), str(tmp_path / "out"), **SPLIT_ARGS)
 
 
 def test_unknown_class_folder_is_a_data_error_naming_it(tmp_path):

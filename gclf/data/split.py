@@ -106,12 +106,18 @@ def build_splits(
     good, hashes, unreadable = inspect_all(records)
     kept, duplicates, conflict_groups = deduplicate(good, hashes)
     rejected += unreadable + duplicates
+    write_text(os.path.join(out_dir, "skipped.csv"), csv_text(["path", "reason"], sorted(rejected)))
     if not kept:
         raise DataError(f"{path}: none of the {len(records)} images is usable; see {out_dir}/skipped.csv")
+    labels = {r.label for r in kept}
+    if len(labels) < len(CLASSES):
+        raise DataError(
+            f"{path}: all {len(kept)} usable images are {CLASSES[labels.pop()]}; "
+            f"a gender classifier needs images of both classes ({', '.join(CLASSES)})"
+        )
     split = stratified_split(kept, val_fraction, test_fraction, seed)
     splits = {s: [r for r in split if r.split == s] for s in SPLITS}
     meta_columns = sorted({k for r in split for k in r.meta})
     for name, rs in splits.items():
         write_text(os.path.join(out_dir, f"{name}.csv"), manifest_text(rs, meta_columns))
-    write_text(os.path.join(out_dir, "skipped.csv"), csv_text(["path", "reason"], sorted(rejected)))
     return summarize(splits, rejected, scanned, conflict_groups)
