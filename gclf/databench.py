@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from gclf.augment import batch_augmenter, class_transforms
+from gclf.augment import training_augment
 from gclf.data.dataset import ImageDataset
 from gclf.data.formats import SCANNERS
 from gclf.data.images import CACHE_DIR, load_images
 from gclf.data.manifest import DataError
 from gclf.memory import PeakMemory
 from gclf.params import AugmentParams
-from gclf.train import FitConfig, device_batch, train_loader
+from gclf.train import FitConfig, device_batch, split_augment, train_loader
 
 
 def bench_data(
@@ -51,18 +51,17 @@ def bench_data(
         start = time.perf_counter()
         images = load_images([r.path for r in records], image_size, cache_dir)
         store_s = time.perf_counter() - start
-        params = AugmentParams(backend=augment)
-        per_image = augment == "per-image"
-        make_augment = class_transforms if per_image else batch_augmenter
-        augment_fn = make_augment(params, image_size, labels)
-        dataset = ImageDataset(images, labels, augment_fn if per_image else None)
+        image_transforms, batch_augment = split_augment(
+            training_augment(AugmentParams(backend=augment), image_size, labels)
+        )
+        dataset = ImageDataset(images, labels, image_transforms)
         cfg = FitConfig(epochs=1, batch_size=batch_size, monitor="val_auc", seed=seed, num_workers=num_workers)
         loader = train_loader(dataset, labels, cfg, 0, 0, 1, pin=device.type == "cuda")
         generator = torch.Generator().manual_seed(seed)
         total = min(len(loader), batches) if batches > 0 else len(loader)
         seen, start = 0, time.perf_counter()
         for x, y in tqdm(itertools.islice(loader, total), total=total, desc=f"{augment} batches", unit="batch"):
-            x, _ = device_batch(x, y, device, None if per_image else augment_fn, generator)
+            x, _ = device_batch(x, y, device, batch_augment, generator)
             seen += len(x)
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # the device's queued work counts too

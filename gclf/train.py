@@ -213,6 +213,11 @@ def train_loader(
     )
 
 
+def split_augment(augment) -> tuple[Sequence[Callable] | None, Callable | None]:
+    """(per-image transforms for the dataset, batch augmentation for the device): one of them is None."""
+    return (augment, None) if isinstance(augment, (list, tuple)) else (None, augment)
+
+
 def device_batch(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -449,9 +454,8 @@ def fit(
     )
     per_batch = not isinstance(scheduler, ReduceLROnPlateau)  # one-cycle, cosine; a plateau steps per epoch
     sign = -1.0 if cfg.monitor == "val_loss" else 1.0  # higher score is better
-    per_image = isinstance(augment, (list, tuple))
-    dataset = ImageDataset(train[0], train[1], augment if per_image else None)
-    batch_augment = None if per_image else augment
+    image_transforms, batch_augment = split_augment(augment)
+    dataset = ImageDataset(train[0], train[1], image_transforms)
     state = _resume(state_path, state_key, model, optimizer, scheduler, scaler, ema, rank, world)
     if state is None:
         state = _new_state()
@@ -548,10 +552,9 @@ def run_phase(
 ) -> FitResult:
     """:func:`fit` with what both phases share: the loss and augmentation from params ``p``, and
     a resumable state at :func:`state_path` keyed by the params and the ``inputs`` files."""
-    from gclf.augment import batch_augmenter, class_transforms
+    from gclf.augment import training_augment
     from gclf.losses import make_loss
 
-    make_augment = class_transforms if p.augment.backend == "per-image" else batch_augmenter
     return fit(
         model,
         train,
@@ -560,7 +563,7 @@ def run_phase(
         optimizer,
         scheduler,
         cfg,
-        make_augment(p.augment, p.data.image_size, train[1]),
+        training_augment(p.augment, p.data.image_size, train[1]),
         device,
         state_path=state_path(name),
         state_key=resume_key(dataclasses.asdict(p), inputs),
