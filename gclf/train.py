@@ -172,16 +172,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
 def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
     """Seed every RNG from (seed, epoch): a resumed run draws what an uninterrupted one drew."""
-    torch.manual_seed(seed * 100_003 + epoch)
-    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+    torch.manual_seed(_epoch_seed(seed, epoch))
+    return torch.Generator().manual_seed(_epoch_seed(seed, epoch))
 
 
 def _augment_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
     """The batched augmentation's own random stream: seeded from (seed, epoch) like the sampler's, so a
     resumed run draws the same, and apart per rank, so DDP ranks draw their own parameters."""
-    return torch.Generator().manual_seed((seed * 100_003 + epoch) * 1_000 + 1 + rank)
+    return torch.Generator().manual_seed(_epoch_seed(seed, epoch) * 1_000 + 1 + rank)
 
 
 def train_loader(
