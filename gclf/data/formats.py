@@ -11,7 +11,7 @@ import csv
 import os
 import re
 import shutil
-from typing import Callable
+from typing import Callable, Iterator
 
 from gclf.data.manifest import DataError, Record, Rejected
 from gclf.synthetic import make_synthetic
@@ -50,13 +50,17 @@ def image_files(folder: str) -> list[str]:
     return [path for path in visible_files(folder) if is_image_name(path)]
 
 
-def visible_files(folder: str) -> list[str]:
-    """Every file under ``folder`` (recursive, sorted, hidden entries skipped), joined onto it as given."""
-    found = []
+def walk_files(folder: str) -> Iterator[str]:
+    """Every file under ``folder`` (recursive, sorted, hidden entries skipped), joined onto it as given,
+    one directory's listing in memory at a time."""
     for parent, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(parent, f) for f in sorted(files) if not f.startswith(".")]
-    return found
+        yield from (os.path.join(parent, f) for f in sorted(files) if not f.startswith("."))
+
+
+def visible_files(folder: str) -> list[str]:
+    """:func:`walk_files` as a list."""
+    return list(walk_files(folder))
 
 
 def require_folder(folder: str) -> None:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from gclf.artifact import DYNAMIC_INT8, read_artifact_meta
 from gclf.data import WORKERS
-from gclf.data.formats import IMAGE_EXTENSIONS, is_image_name
+from gclf.data.formats import IMAGE_EXTENSIONS, is_image_name, walk_files
 from gclf.data.images import decode_image
 from gclf.data.manifest import DataError
 from gclf.detect import DEFAULT_MAX_FACES, DEFAULT_MIN_FACE_SIZE, Face, FaceDetector, face_crop
@@ -103,14 +103,6 @@ class Inputs:
                 yield path, ""
             else:
                 self.skipped += 1
-
-
-def walk_files(folder: str) -> Iterator[str]:
-    """Every file under ``folder`` in :func:`gclf.data.formats.visible_files`'s order (recursive, sorted,
-    hidden entries skipped), one directory's listing in memory at a time."""
-    for parent, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        yield from (os.path.join(parent, f) for f in sorted(files) if not f.startswith("."))
 
 
 def or_else(entries: Iterable[Item], otherwise: Item) -> Iterator[Item]:
