@@ -19,6 +19,7 @@ import openvino as ov
 import torch
 
 from gclf.model import ModelError
+from gclf.outputs import verified
 
 DYNAMIC_INT8 = "dynamic_int8_linear"  # meta["quantization"] of a dynamically quantized checkpoint
 META_KEY = "gclf"  # ONNX metadata_props key / OpenVINO rt_info key of the artifact's meta, a JSON string
@@ -75,13 +76,14 @@ def artifact_size_mb(path: str | Path) -> float:
 
 
 def existing_artifact(path: str | Path) -> Path:
-    """``path`` as a Path if it is an artifact file of a known kind, else :class:`ModelError`."""
+    """``path`` as a Path if it is an artifact file of a known kind from a complete output set
+    (:func:`gclf.outputs.verified`), else :class:`ModelError` or :class:`~gclf.outputs.IncompleteOutputs`."""
     path = Path(path)
     if path.suffix not in ARTIFACT_SUFFIXES:
         raise ModelError(f"{path}: unknown artifact type {path.suffix!r} (expected {', '.join(ARTIFACT_SUFFIXES)})")
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
-    return path
+    return verified(path)
 
 
 def _embedded_meta_text(path: Path) -> str | None:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from gclf.artifact import META_KEY
-from gclf.io import atomic_write
+from gclf.io import atomic_write, fsync
 
 ONNX_OPSET = 18  # the opset the torch.export-based exporter targets natively (no version conversion)
 INPUT_NAME = "pixels"
@@ -60,12 +60,14 @@ def to_openvino(source: nn.Module | str | Path, image_size: int) -> ov.Model:
 
 
 def save_openvino_ir(model: ov.Model, xml_path: Path) -> None:
-    """Save IR beside ``xml_path`` via a temporary folder, so a killed run leaves no half-written pair."""
+    """Save IR beside ``xml_path`` via a temporary folder, so a killed run leaves no half-written file
+    (whether the .xml and .bin are one pair is the stage's manifest's to say: :mod:`gclf.outputs`)."""
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=xml_path.parent, prefix=f".{xml_path.name}.") as tmp:
         staged = Path(tmp) / xml_path.name
         # What is left in FP32 (biases, quantizer ranges: ~0.4 MB) stays FP32; fp16 would save little.
         ov.save_model(model, str(staged), compress_to_fp16=False)
-        # .bin first: the .xml names the pair, so it appears only when its weights are in place.
-        os.replace(staged.with_suffix(".bin"), xml_path.with_suffix(".bin"))
-        os.replace(staged, xml_path)
+        for written in (staged.with_suffix(".bin"), staged):  # .bin first: the .xml names the pair
+            fsync(written)
+            os.replace(written, xml_path.with_suffix(written.suffix))
+        fsync(xml_path.parent)

@@ -15,15 +15,37 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file; mkstemp's 0600 would hide it from others
+
+
+def fsync(path: str | os.PathLike) -> None:
+    """Flush ``path`` (a file or a directory) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` and move the result onto ``path`` in one rename."""
+    """Call ``write(tmp_path)``, flush it to disk and move it onto ``path`` in one rename: after a
+    kill or a power cut ``path`` holds the old bytes or the new ones, never part of them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)
+        fsync(tmp)
         os.replace(tmp, path)
+        fsync(path.parent)  # the rename itself
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

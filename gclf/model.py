@@ -18,6 +18,7 @@ from torch import nn
 
 from gclf.errors import UserError
 from gclf.io import atomic_write
+from gclf.outputs import verified
 
 CLASSES = ("male", "female")  # label 0, label 1 (the positive class)
 HEADS = ("mlp", "linear")
@@ -215,9 +216,10 @@ def load_weights(model: nn.Module, state_dict: dict[str, Any], path: str | Path,
 
 
 def load_model(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
-    """Load a checkpoint written by :func:`save_model` without unpickling arbitrary objects."""
+    """Load a checkpoint written by :func:`save_model` without unpickling arbitrary objects; one from
+    a pipeline stage only when its stage's whole output set is complete (:func:`gclf.outputs.verified`)."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(verified(path), map_location="cpu", weights_only=True)
         meta = ckpt["meta"]
         model = build_model(meta["arch"], meta["head"], meta["dropout"])
         load_weights(model, ckpt["state_dict"], path, meta)

@@ -31,4 +31,4 @@ def main(p):
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, stage="benchmark")

@@ -21,6 +21,7 @@ from gclf.metrics import (
 )
 from gclf.model import CLASSES, load_model
 from gclf.modelcard import render_model_card
+from gclf.outputs import verified
 from gclf.plots import evaluation_png, image_grid_png, pr_rows, roc_rows, subgroup_rows, subgroups_png, write_table
 from gclf.stage import run_stage
 from gclf.tta import inference_views, probs_from_logits, view_logits
@@ -35,7 +36,7 @@ def main(p):
     labels = labels.numpy()
     model, meta = load_model("models/train_phase2.pt")
     model = model.to(device)
-    thresholds = read_json("metrics/threshold.json")
+    thresholds = read_json(verified("metrics/threshold.json"))
     temperature = thresholds["temperature"]  # fitted on validation
     logits = {
         prefix: view_logits(model, images, views=v, device=device) for prefix, v in inference_views(p.tta.views).items()
@@ -105,4 +106,4 @@ def main(p):
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, stage="evaluate")

@@ -13,6 +13,7 @@ from gclf.data.images import load_split
 from gclf.io import read_json, write_json
 from gclf.metrics import binary_metrics
 from gclf.model import load_model
+from gclf.outputs import verified
 from gclf.quantize import write_artifacts
 from gclf.runtime import load_runner
 from gclf.stage import run_stage
@@ -27,7 +28,7 @@ EVAL_BATCH = 1
 def main(p):
     size = p.data.image_size
     model, meta = load_model("models/train_phase2.pt")
-    thresholds = read_json("metrics/threshold.json")
+    thresholds = read_json(verified("metrics/threshold.json"))
     temperature = thresholds["temperature"]
     meta = deployment_meta(meta, thresholds["threshold"], thresholds["tta_threshold"], p.tta.views, temperature)
     train_images = load_split("train", size)[0]
@@ -57,4 +58,4 @@ def main(p):
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, stage="quantize")

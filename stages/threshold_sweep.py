@@ -38,4 +38,4 @@ def main(p):
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, stage="threshold_sweep")

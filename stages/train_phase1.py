@@ -47,4 +47,4 @@ def main(p):
 
 
 if __name__ == "__main__":
-    run_stage(main, state=state_path("train_phase1"))
+    run_stage(main, state=state_path("train_phase1"), stage="train_phase1")

@@ -49,4 +49,4 @@ def main(p):
 
 
 if __name__ == "__main__":
-    run_stage(main, state=state_path("train_phase2"))
+    run_stage(main, state=state_path("train_phase2"), stage="train_phase2")

@@ -1,0 +1,126 @@
+"""A stage's outputs form one set: readers refuse a set that a killed stage left pending, or one
+whose files come from two runs; files of the user's own (no manifest lists them) read as before."""
+
+import os
+import stat
+
+import pytest
+
+from gclf.io import read_json, write_text
+from gclf.outputs import IncompleteOutputs, output_set, stage_outs, verified
+from gclf.stage import run_stage
+
+DVC_YAML = """
+stages:
+  make:
+    cmd: python make.py
+    outs:
+      - models/make.manifest.json
+      - models/a.bin
+      - models/b.bin:
+          persist: true
+      - tables
+    plots:
+      - plots/curve.csv:
+          cache: false
+"""
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_text("dvc.yaml", DVC_YAML)
+    return tmp_path
+
+
+def write_all(tag: str) -> None:
+    for path in ("models/a.bin", "models/b.bin", "tables/x.csv", "tables/deep/y.csv", "plots/curve.csv"):
+        write_text(path, f"{tag} {path}")
+
+
+def test_stage_outs_reads_outs_and_plots_in_order(repo):
+    assert stage_outs("make") == [
+        "models/make.manifest.json",
+        "models/a.bin",
+        "models/b.bin",
+        "tables",
+        "plots/curve.csv",
+    ]
+
+
+def test_a_finished_set_records_every_file_hash_and_reads_back(repo):
+    with output_set("make"):
+        write_all("run1")
+    record = read_json("models/make.manifest.json")
+    assert record["complete"] is True and record["stage"] == "make"
+    assert sorted(record["files"]) == [
+        "../plots/curve.csv",
+        "../tables/deep/y.csv",
+        "../tables/x.csv",
+        "a.bin",
+        "b.bin",
+    ]
+    assert verified("models/a.bin") == type(verified("models/a.bin"))("models/a.bin")
+
+
+def test_a_stage_that_stops_midway_leaves_its_set_refused(repo):
+    with output_set("make"):
+        write_all("run1")
+    with pytest.raises(RuntimeError), output_set("make"):
+        write_text("models/a.bin", "run2 models/a.bin")  # b.bin still from run 1
+        raise RuntimeError("killed")
+    with pytest.raises(IncompleteOutputs, match="stage make stopped before it finished.*dvc repro"):
+        verified("models/b.bin")
+
+
+def test_a_stage_reads_its_own_new_files_while_it_writes_them(repo):
+    with output_set("make"):
+        write_all("run1")
+        verified("models/a.bin")  # the quantize stage scores the artifacts it has just written
+
+
+def test_a_file_from_another_run_is_refused_naming_it(repo):
+    with output_set("make"):
+        write_all("run1")
+    write_text("tables/x.csv", "from another commit")
+    with pytest.raises(IncompleteOutputs, match=r"tables/x.csv differs .*dvc checkout"):
+        verified("models/a.bin")
+    os.remove("tables/x.csv")
+    with pytest.raises(IncompleteOutputs, match="is missing"):
+        verified("models/a.bin")
+
+
+def test_a_file_no_manifest_lists_is_read_as_it_is(repo):
+    with output_set("make"):
+        write_all("run1")
+    write_text("models/mine.bin", "the user's own model")
+    verified("models/mine.bin")
+    write_text("elsewhere/model.pt", "no manifest here")
+    verified("elsewhere/model.pt")
+
+
+def test_an_out_the_stage_did_not_write_keeps_the_set_pending(repo, capsys):
+    write_text("params.yaml", "seed: 7\n")
+    with pytest.raises(SystemExit):
+        run_stage(lambda p: write_text("models/a.bin", "only one"), "params.yaml", stage="make")
+    assert "did not write models/b.bin" in capsys.readouterr().err
+    assert read_json("models/make.manifest.json")["complete"] is False
+
+
+def test_run_stage_leaves_the_old_set_untouched_on_bad_params(repo, capsys):
+    with output_set("make"):
+        write_all("run1")
+    before = read_json("models/make.manifest.json")
+    write_text("params.yaml", "no_such_key: 1\n")
+    with pytest.raises(SystemExit):
+        run_stage(lambda p: pytest.fail("ran"), "params.yaml", stage="make")
+    assert read_json("models/make.manifest.json") == before
+
+
+def test_outputs_are_created_with_the_users_umask(repo):
+    old = os.umask(0o022)
+    os.umask(old)
+    with output_set("make"):
+        write_all("run1")
+    mode = stat.S_IMODE(os.stat("models/a.bin").st_mode)
+    assert mode == 0o666 & ~old
