@@ -34,7 +34,6 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR, ReduceLROnPlateau
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
-from tqdm import tqdm
 
 from gclf.data.dataset import ImageDataset, whole_batch
 from gclf.device import init_distributed
@@ -42,6 +41,7 @@ from gclf.errors import UserError
 from gclf.io import atomic_write
 from gclf.memory import PeakMemory
 from gclf.metrics import binary_metrics
+from gclf.progress import progress
 from gclf.tta import predict_probs
 
 
@@ -279,7 +279,7 @@ def _train_epoch(
         model.backbone.eval()
     cuda = device.type == "cuda"
     logits_seen, labels_seen, losses = [], [], []
-    for x, y in tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None):
+    for x, y in progress(loader, f"{desc} epoch {epoch + 1}/{cfg.epochs}"):
         x, y = device_batch(x, y, device, batch_augment, augment_generator)
         if cfg.epoch_sizes and cfg.epoch_sizes[epoch] != x.shape[-1]:
             x = F.interpolate(x, size=cfg.epoch_sizes[epoch], mode="bilinear", antialias=True)
