@@ -30,7 +30,7 @@ ARTIFACTS = {  # benchmark row name -> pipeline file, reference first (the quant
     "fp32_eager": "models/model.pt",
     "int8_dynamic_linear": "models/model_dynamic_int8.pt",
     "fp32_onnxruntime": "models/model.onnx",
-    "int8_static": "models/model_int8.xml",
+    "int8_static": "models/int8/model.xml",
 }
 
 

@@ -4,7 +4,7 @@ DVC fixes each output's path, so a stage cannot swap its whole set in with one r
 stage has a manifest among its outs in dvc.yaml (``<dir>/<stage>.manifest.json``). Before the stage
 replaces any file the manifest is marked pending; once the last file is in place (each one written
 whole and fsynced by :func:`gclf.io.atomic_write`) it lists every output's sha256. A reader of a file
-that a manifest beside it lists checks the whole set first (:func:`verified`): a pending manifest (the
+that a manifest beside it (or one folder up) lists checks the whole set first (:func:`verified`): a pending manifest (the
 stage was killed or failed midway) or a file that differs from it (two runs mixed, or a
 ``git checkout`` without ``dvc checkout``) is refused with one line that says what to run. A file no
 manifest lists, such as a model of the user's own, is read as it is.
@@ -85,10 +85,12 @@ def output_set(stage: str, dvc_yaml: str | os.PathLike = "dvc.yaml") -> Iterator
 
 
 def verified(path: str | os.PathLike) -> Path:
-    """``path``, after checking the set it belongs to (a manifest beside it lists it): raises
+    """``path``, after checking the set it belongs to (a manifest beside it, or in the folder above,
+    lists it): raises
     :class:`IncompleteOutputs` when that manifest is pending or a file differs from its hash."""
     path = Path(path)
-    for manifest in sorted(path.parent.glob(f"*{MANIFEST_SUFFIX}")):
+    beside_or_above = [*path.parent.glob(f"*{MANIFEST_SUFFIX}"), *path.parent.parent.glob(f"*{MANIFEST_SUFFIX}")]
+    for manifest in sorted(set(beside_or_above)):
         try:
             record = read_json(manifest)
         except (OSError, ValueError):

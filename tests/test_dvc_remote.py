@@ -127,7 +127,7 @@ def pulled_clone(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 def test_pull_into_a_fresh_clone_leaves_nothing_stale(pulled_clone):
     clone, env = pulled_clone
     assert json.loads(dvc("status", "--json", repo=clone, env=env)) == {}
-    assert (clone / "models/model_int8.xml").is_file() and (clone / "data/splits/train.csv").is_file()
+    assert (clone / "models/int8/model.xml").is_file() and (clone / "data/splits/train.csv").is_file()
 
 
 def test_repro_after_pull_runs_no_stage(pulled_clone):
@@ -138,3 +138,15 @@ def test_repro_after_pull_runs_no_stage(pulled_clone):
     assert output_mtimes(clone) == before
     assert git("status", "--porcelain", repo=clone, env=env) == ""
     assert json.loads(dvc("status", "--json", repo=clone, env=env)) == {}
+
+
+def test_the_registry_entries_download_by_name_from_a_fresh_clone(pulled_clone, tmp_path):
+    """dvc.yaml's `artifacts:` (docs/predict.md#the-model-registry): a version is an annotated GTO tag."""
+    from gclf.artifact import read_artifact_meta
+
+    clone, env = pulled_clone
+    for name, downloaded in {"gender-fp32": "fp32.pt", "gender-int8": "int8/model.xml"}.items():
+        git("tag", "-a", f"{name}@v0.0.1", "-m", "registered by the test", repo=clone, env=env)
+        out = tmp_path / Path(downloaded).parts[0]
+        dvc("artifacts", "get", ".", name, "-o", str(out), repo=clone, env=env)
+        assert read_artifact_meta(tmp_path / downloaded)["image_size"] == TINY["data"]["image_size"]

@@ -20,6 +20,7 @@ stages:
       - models/b.bin:
           persist: true
       - tables
+      - models/ir
     plots:
       - plots/curve.csv:
           cache: false
@@ -34,7 +35,15 @@ def repo(tmp_path, monkeypatch):
 
 
 def write_all(tag: str) -> None:
-    for path in ("models/a.bin", "models/b.bin", "tables/x.csv", "tables/deep/y.csv", "plots/curve.csv"):
+    paths = (
+        "models/a.bin",
+        "models/b.bin",
+        "models/ir/model.xml",
+        "tables/x.csv",
+        "tables/deep/y.csv",
+        "plots/curve.csv",
+    )
+    for path in paths:
         write_text(path, f"{tag} {path}")
 
 
@@ -44,6 +53,7 @@ def test_stage_outs_reads_outs_and_plots_in_order(repo):
         "models/a.bin",
         "models/b.bin",
         "tables",
+        "models/ir",
         "plots/curve.csv",
     ]
 
@@ -59,6 +69,7 @@ def test_a_finished_set_records_every_file_hash_and_reads_back(repo):
         "../tables/x.csv",
         "a.bin",
         "b.bin",
+        "ir/model.xml",
     ]
     assert verified("models/a.bin") == type(verified("models/a.bin"))("models/a.bin")
 
@@ -88,6 +99,14 @@ def test_a_file_from_another_run_is_refused_naming_it(repo):
     os.remove("tables/x.csv")
     with pytest.raises(IncompleteOutputs, match="is missing"):
         verified("models/a.bin")
+
+
+def test_a_file_in_a_folder_out_is_checked_by_the_manifest_one_folder_up(repo):
+    with output_set("make"):
+        write_all("run1")
+    write_text("models/b.bin", "from another run")
+    with pytest.raises(IncompleteOutputs, match="b.bin differs"):
+        verified("models/ir/model.xml")  # the OpenVINO pair lives in models/int8/, its manifest in models/
 
 
 def test_a_file_no_manifest_lists_is_read_as_it_is(repo):
