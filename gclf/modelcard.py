@@ -105,7 +105,22 @@ def _training_section(p: Params, meta: Mapping, phase1: Mapping, phase2: Mapping
         f"weight decay {p2.weight_decay:g}, {p2.schedule} schedule (warmup {p2.warmup_fraction:g}), layer decay "
         f"{p2.layer_decay:g}, gradient clip {p2.grad_clip:g}, EMA {p2.ema_decay:g}{growing}; {best(phase2)}. "
         "This checkpoint is the one evaluated.",
+        *_distill_lines(p, phase2),
         "",
+    ]
+
+
+def _distill_lines(p: Params, phase2: Mapping) -> list[str]:
+    d = p.distill
+    if not d.enabled:
+        return []
+    fallback = phase2.get("distill_fallback_faces")
+    fallback = f"; {fallback} train images the teacher could not embed kept the plain loss" if fallback else ""
+    return [
+        f"- Distillation (both phases): teacher = dlib's face-recognition ResNet (128-D embeddings) with a "
+        f"logistic probe fitted on the train split; label loss = {1 - d.soft_weight:g} x hard + {d.soft_weight:g} "
+        f"x the teacher's soft targets at temperature {d.temperature:g}; embedding mimicry ({d.embed_loss}) "
+        f"weight {d.embed_weight:g} through a Linear projection dropped at export{fallback}."
     ]
 
 
@@ -181,6 +196,38 @@ def _subgroup_section(audit: Mapping[str, Sequence[Mapping]], min_count: int) ->
     return lines
 
 
+def _teacher_section(evaluation: Mapping[str, float], audit: Mapping, teacher_audit: Mapping | None) -> list[str]:
+    """The distillation teacher's probe on the same test split: a baseline the student is measured against."""
+    if teacher_audit is None:
+        return []
+    e = evaluation
+    not_embedded = int(e["teacher_test_not_embedded"])
+    lines = [
+        "## Teacher baseline",
+        "",
+        f"The distillation teacher (dlib's face-recognition ResNet and a logistic probe fitted on the train split) "
+        f"on the test images it embedded ({int(e['teacher_test_embedded'])}"
+        + (f"; {not_embedded} it could not embed are left out" if not_embedded else "")
+        + f"), at its own threshold {e['teacher_threshold']:.2f} chosen on validation: accuracy "
+        f"{e['teacher_test_accuracy']:.3f}, balanced accuracy {e['teacher_test_balanced_accuracy']:.3f}, "
+        f"F1 (female) {e['teacher_test_f1']:.3f}, ROC-AUC {e['teacher_test_roc_auc']:.3f} "
+        f"(this model: accuracy {e['test_accuracy']:.3f}, ROC-AUC {e['test_roc_auc']:.3f}).",
+        "",
+    ]
+    for column, rows in teacher_audit.items():
+        student = {r["group"]: r for r in audit.get(column, ())}
+        lines += [f"**{column}**", "", "| group | images | teacher accuracy | this model's accuracy |"]
+        lines.append("|---|---|---|---|")
+        lines += [
+            f"| {r['group']} | {r['count']} | {r['accuracy']:.3f} | "
+            + (f"{student[r['group']]['accuracy']:.3f}" if r["group"] in student else "")
+            + " |"
+            for r in rows
+        ]
+        lines.append("")
+    return lines
+
+
 def _intended_use() -> list[str]:
     return [
         "## Intended use",
@@ -232,11 +279,13 @@ def render_model_card(
     thresholds: Mapping,
     evaluation: Mapping[str, float],
     audit: Mapping[str, Sequence[Mapping]],
+    teacher_audit: Mapping[str, Sequence[Mapping]] | None = None,
 ) -> str:
     """The model card as Markdown, from the validated params, the evaluated checkpoint's ``meta``
     (:func:`gclf.model.artifact_meta`), ``metrics/data.json``,
     ``metrics/train_phase{1,2}.json``, ``metrics/threshold.json``, the evaluation metrics (the
-    ``test_*`` and ``tta_test_*`` keys of ``metrics/eval.json``) and the subgroup audit."""
+    ``test_*`` and ``tta_test_*`` keys of ``metrics/eval.json``) and the subgroup audit; with
+    distillation, the teacher's audit too (``teacher_audit``, and its ``teacher_*`` metrics)."""
     lines = [
         f"# Model card: {CLASSES[0]}/{CLASSES[1]} face classifier (`{meta['arch']}`)",
         "",
@@ -253,5 +302,6 @@ def render_model_card(
     lines += _training_section(p, meta, phase1, phase2)
     lines += _results_section(p, thresholds, evaluation)
     lines += _subgroup_section(audit, p.evaluate.min_group_size)
+    lines += _teacher_section(evaluation, audit, teacher_audit)
     lines += _limits_and_ethics(p)
     return "\n".join(lines).rstrip("\n") + "\n"

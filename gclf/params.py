@@ -24,6 +24,7 @@ HEADS = ("mlp", "linear")
 MONITORS = ("val_auc", "val_f1", "val_accuracy", "val_loss")
 TTA_VIEWS = ("identity", "hflip", "center_crop", "corner_crops", "scale_up")
 AUGMENT_BACKENDS = ("batched", "per-image")
+EMBED_LOSSES = ("cosine", "mse")
 
 
 class ParamsError(UserError):
@@ -151,6 +152,17 @@ class BenchmarkParams:
 
 
 @dataclass(frozen=True)
+class DistillParams:
+    # Distil dlib's face-recognition ResNet (the teacher stage, pip install -e ".[teacher]") into the student.
+    enabled: bool = False  # false: the teacher stage writes a marker only and training is as without it
+    soft_weight: float = between(0.0, 1.0, 0.5)  # share of the teacher's soft targets in the label loss; 0 = off
+    temperature: float = between(0.1, 20.0, 2.0)  # softens the teacher's and the student's logits alike
+    embed_weight: float = between(0.0, 100.0, 1.0)  # weight of the embedding mimicry term; 0 = off
+    embed_loss: str = choice(*EMBED_LOSSES, default="cosine")  # student projection vs teacher's 128-D embedding
+    probe_c: float = between(0.0, 10_000.0, 1.0, open_lo=True)  # inverse L2 strength of the teacher's logistic probe
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = between(0, 2**31 - 1, 0)
     loss: str = choice(*LOSSES, default="weighted_bce")
@@ -168,6 +180,7 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     quantize: QuantizeParams = field(default_factory=QuantizeParams)
     benchmark: BenchmarkParams = field(default_factory=BenchmarkParams)
+    distill: DistillParams = field(default_factory=DistillParams)
 
 
 def _describe(f: dataclasses.Field, typ: Any) -> str:

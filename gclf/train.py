@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Weig
 
 from gclf.data.dataset import ImageDataset, whole_batch
 from gclf.device import init_distributed
+from gclf.distill import Distiller, student_forward
 from gclf.errors import UserError
 from gclf.io import atomic_write
 from gclf.memory import PeakMemory
@@ -68,6 +69,7 @@ class FitResult:
     train_images_per_s: float = 0.0
     train_wall_s: float = 0.0
     peak_rss_anon_mb: float = 0.0  # the loop's peak anonymous memory (the store's page cache not counted)
+    distill_fallback_faces: int | None = None  # train images without teacher targets (plain loss); None: no distilling
 
 
 def freeze_backbone(model: nn.Module) -> list[nn.Parameter]:
@@ -102,11 +104,14 @@ def adam_plateau(params, lr: float, weight_decay: float, factor: float, patience
     return optimizer, plateau(optimizer, factor, patience, monitor)
 
 
-def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float) -> list[dict]:
+def layer_decay_groups(
+    model: nn.Module, lr: float, weight_decay: float, layer_decay: float, extra: nn.Module | None = None
+) -> list[dict]:
     """AdamW groups with layer-wise LR decay over the backbone's stages (timm's coarse grouping).
 
     The head gets ``lr``; each stage below it ``layer_decay`` times the one above. Biases and
-    normalisation weights (1-D) get no weight decay.
+    normalisation weights (1-D) get no weight decay. ``extra`` (the distillation projection) trains
+    with the head.
     """
     stage_of = {}
     stages = group_parameters(model.backbone, model.backbone.group_matcher(coarse=True))
@@ -114,7 +119,10 @@ def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float, layer_d
         stage_of.update({f"backbone.{n}": stage for n in names})
     top = max(stages) + 1
     groups: dict[tuple[int, bool], dict] = {}
-    for name, p in model.named_parameters():
+    named = list(model.named_parameters())
+    if extra is not None:
+        named += [(f"distill.{name}", p) for name, p in extra.named_parameters()]
+    for name, p in named:
         if not p.requires_grad:
             continue
         depth = stage_of.get(name, top)
@@ -140,10 +148,12 @@ def adamw_schedule(
     warmup_fraction: float,
     total_steps: int,
     plateau_args: tuple[float, int, str] = (0.5, 1, "val_auc"),
+    extra: nn.Module | None = None,
 ):
     """Phase 2: AdamW with LLRD, and a one-cycle or warm-up + cosine schedule stepped per batch,
-    or ReduceLROnPlateau stepped per epoch (``plateau_args``: factor, patience, monitor)."""
-    groups = layer_decay_groups(model, lr, weight_decay, layer_decay)
+    or ReduceLROnPlateau stepped per epoch (``plateau_args``: factor, patience, monitor).
+    ``extra``: more parameters to train at the head's rate (the distillation projection)."""
+    groups = layer_decay_groups(model, lr, weight_decay, layer_decay, extra)
     optimizer = torch.optim.AdamW(groups, lr=lr)
     if schedule == "plateau":  # with weight_decay 0 this is the seed project's Adam + ReduceLROnPlateau
         return optimizer, plateau(optimizer, *plateau_args)
@@ -266,11 +276,13 @@ def _train_epoch(
     epoch: int,
     device: torch.device,
     desc: str,
+    distiller: Distiller | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """One pass over ``loader``: per batch, copy to the device, augment there (``batch_augment``, when
     the loader gives uint8), resize to the epoch's size, forward through ``ddp`` (under autocast on
     CUDA), backward (scaled for float16), clip, step the optimiser, update the EMA and step
-    ``batch_scheduler`` (None when the schedule steps per epoch).
+    ``batch_scheduler`` (None when the schedule steps per epoch). With a ``distiller`` the batches
+    carry the teacher's targets, and the loss distils them (:meth:`gclf.distill.Distiller.loss`).
 
     Returns the logits and labels of the images trained on, and their summed loss.
     """
@@ -278,19 +290,25 @@ def _train_epoch(
     if cfg.freeze_backbone:
         model.backbone.eval()
     cuda = device.type == "cuda"
+    clipped = list(model.parameters()) + (list(distiller.projection.parameters()) if distiller else [])
     logits_seen, labels_seen, losses = [], [], []
-    for x, y in progress(loader, f"{desc} epoch {epoch + 1}/{cfg.epochs}"):
+    for x, y, *teacher in progress(loader, f"{desc} epoch {epoch + 1}/{cfg.epochs}"):  # teacher: [targets] or []
         x, y = device_batch(x, y, device, batch_augment, augment_generator)
         if cfg.epoch_sizes and cfg.epoch_sizes[epoch] != x.shape[-1]:
             x = F.interpolate(x, size=cfg.epoch_sizes[epoch], mode="bilinear", antialias=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
-            logits = ddp(x).float()
-        loss = loss_fn(logits, y)
+        if distiller is None:
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
+                logits = ddp(x).float()
+            loss = loss_fn(logits, y)
+        else:
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
+                logits, pooled = student_forward(model, x)
+            loss = distiller.loss(logits.float(), pooled, y, teacher[0].to(device), loss_fn)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip:
             scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            nn.utils.clip_grad_norm_(clipped, cfg.grad_clip)
         scaler.step(optimizer)
         scaler.update()
         if ema is not None:
@@ -351,10 +369,19 @@ def _track_best(state: dict, score: float, epoch: int, eval_model: nn.Module) ->
 
 
 def _save_state(
-    path: str | Path, key: str, model, optimizer, scheduler, scaler, ema: AveragedModel | None, state: dict
+    path: str | Path,
+    key: str,
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    ema: AveragedModel | None,
+    state: dict,
+    projection: nn.Module | None = None,
 ) -> None:
     """Everything a killed run needs to go on after this epoch as if uninterrupted, under ``key``
-    (the float16 loss scale included: a fresh one would skip steps while it re-learns the scale)."""
+    (the float16 loss scale included: a fresh one would skip steps while it re-learns the scale;
+    the distillation ``projection`` too, when there is one)."""
     saved = {
         "key": key,
         "model": model.state_dict(),
@@ -364,6 +391,8 @@ def _save_state(
         "ema": ema.state_dict() if ema is not None else {},
         "state": state,
     }
+    if projection is not None:
+        saved["projection"] = projection.state_dict()
     atomic_write(path, lambda tmp: torch.save(saved, tmp))
 
 
@@ -396,9 +425,10 @@ def _resume(
     ema: AveragedModel | None,
     rank: int = 0,
     world: int = 1,
+    projection: nn.Module | None = None,
 ) -> dict | None:
     """The loop state saved at ``path`` for the same ``key``, with the model, optimiser, scheduler,
-    loss scaler and EMA restored in place; None when there is nothing to resume."""
+    loss scaler, EMA and distillation projection restored in place; None when there is nothing to resume."""
     saved = _read_state(path, key, rank, world)
     if saved is None:
         return None
@@ -408,6 +438,8 @@ def _resume(
     scaler.load_state_dict(saved["scaler"])
     if ema is not None:
         ema.load_state_dict(saved["ema"])
+    if projection is not None:
+        projection.load_state_dict(saved["projection"])
     return saved["state"]
 
 
@@ -432,6 +464,7 @@ def fit(
     state_path: str | Path | None = None,
     state_key: str = "",
     desc: str = "train",
+    distiller: Distiller | None = None,
 ) -> FitResult:
     """Train ``model`` on uint8 images + float labels; validate each epoch; return the best weights.
 
@@ -441,8 +474,13 @@ def fit(
     ``state_path`` holds a checkpoint written after every epoch (model, optimiser, scheduler,
     EMA, best weights, history); a run started with the same ``state_key`` resumes after the
     last finished epoch and ends as an uninterrupted run would. It is removed on success.
+    ``distiller``: distil the teacher's targets for the ``train`` images (:mod:`gclf.distill`); its
+    projection must be among the optimiser's parameters. The returned model is the student alone.
     """
     rank, world = init_distributed()
+    if distiller is not None and world > 1:
+        raise UserError("distill.enabled is not supported with several processes (torchrun); train in one")
+    projection = distiller.projection.to(device) if distiller is not None else None
     model.to(device)
     cuda = device.type == "cuda"
     # Channels-last convolutions: on this 2-core CPU 1.6x the training throughput of NCHW
@@ -459,8 +497,8 @@ def fit(
     per_batch = not isinstance(scheduler, ReduceLROnPlateau)  # one-cycle, cosine; a plateau steps per epoch
     sign = -1.0 if cfg.monitor == "val_loss" else 1.0  # higher score is better
     image_transforms, batch_augment = split_augment(augment)
-    dataset = ImageDataset(train[0], train[1], image_transforms)
-    state = _resume(state_path, state_key, model, optimizer, scheduler, scaler, ema, rank, world)
+    dataset = ImageDataset(train[0], train[1], image_transforms, distiller.targets if distiller else None)
+    state = _resume(state_path, state_key, model, optimizer, scheduler, scaler, ema, rank, world, projection)
     if state is None:
         state = _new_state()
     else:
@@ -486,6 +524,7 @@ def fit(
                 epoch=epoch,
                 device=device,
                 desc=desc,
+                distiller=distiller,
             )
             state["train_s"] += time.perf_counter() - start
             state["train_images"] += len(labels) * world
@@ -510,7 +549,7 @@ def fit(
                     + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "lr"))
                 )
             if state_path and rank == 0:
-                _save_state(state_path, state_key, model, optimizer, scheduler, scaler, ema, state)
+                _save_state(state_path, state_key, model, optimizer, scheduler, scaler, ema, state, projection)
             if cfg.early_stop_patience and state["stale_epochs"] >= cfg.early_stop_patience:
                 print(f"{desc}: no {cfg.monitor} improvement in {cfg.early_stop_patience} epochs, stopping early")
                 break
@@ -525,6 +564,7 @@ def fit(
         train_images_per_s=state["train_images"] / state["train_s"] if state["train_s"] else 0.0,
         train_wall_s=state["train_s"],
         peak_rss_anon_mb=memory.peak_mb,
+        distill_fallback_faces=distiller.not_embedded if distiller is not None else None,
     )
 
 
@@ -553,9 +593,11 @@ def run_phase(
     val: tuple[torch.Tensor, torch.Tensor],
     device: torch.device,
     inputs: list[str],
+    distiller: Distiller | None = None,
 ) -> FitResult:
     """:func:`fit` with what both phases share: the loss and augmentation from params ``p``, and
-    a resumable state at :func:`state_path` keyed by the params and the ``inputs`` files."""
+    a resumable state at :func:`state_path` keyed by the params and the ``inputs`` files; the
+    ``distiller`` (:func:`gclf.distill.make_distiller`) when distillation is on."""
     from gclf.augment import training_augment
     from gclf.losses import make_loss
 
@@ -572,6 +614,7 @@ def run_phase(
         state_path=state_path(name),
         state_key=resume_key(dataclasses.asdict(p), inputs),
         desc=name,
+        distiller=distiller,
     )
 
 
@@ -588,6 +631,7 @@ def save_phase(name: str, result: FitResult, meta: dict, monitor: str) -> None:
         return
     save_model(f"models/{name}.pt", result.model, meta)
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), {})
+    fallback = result.distill_fallback_faces
     write_json(
         f"metrics/{name}.json",
         {
@@ -595,6 +639,7 @@ def save_phase(name: str, result: FitResult, meta: dict, monitor: str) -> None:
             "epochs_run": len(result.history),
             "monitor": monitor,
             **{k: v for k, v in best.items() if k.startswith("val_")},
+            **({} if fallback is None else {"distill_fallback_faces": fallback}),
         },
     )
     write_json(

@@ -8,6 +8,7 @@ import torch
 
 from gclf.data.images import load_split
 from gclf.device import select_device
+from gclf.faces.targets import teacher_baseline
 from gclf.gradcam import cam_cases, grad_cam
 from gclf.io import read_json, write_json, write_text
 from gclf.metrics import (
@@ -91,6 +92,11 @@ def main(p):
         heatmaps=cams.numpy(),
     )
 
+    teacher_audit = None
+    if p.distill.enabled:  # the teacher's probe on the same test images, as a baseline
+        scalars, teacher_audit = teacher_baseline(labels, [r.meta for r in records], p.evaluate.min_group_size)
+        report.update(scalars)
+
     write_json("metrics/eval.json", report, first=HEADLINE)
     card = render_model_card(
         p,
@@ -101,6 +107,7 @@ def main(p):
         thresholds,
         report,
         audit,
+        teacher_audit,
     )
     write_text("reports/model_card.md", card)
 

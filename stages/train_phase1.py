@@ -2,6 +2,7 @@
 
 from gclf.data.images import load_split
 from gclf.device import select_device
+from gclf.distill import make_distiller
 from gclf.model import artifact_meta, build_model, load_backbone_weights
 from gclf.stage import run_stage
 from gclf.train import (
@@ -23,8 +24,10 @@ def main(p):
     if p.model.weights:
         missing, unexpected = load_backbone_weights(model, p.model.weights)
         print(f"loaded {p.model.weights}: {len(missing)} missing keys, {len(unexpected)} unexpected keys")
+    distiller = make_distiller(p, model)  # None unless distill.enabled
+    trained = freeze_backbone(model) + (list(distiller.projection.parameters()) if distiller else [])
     optimizer, scheduler = adam_plateau(
-        freeze_backbone(model),
+        trained,
         p.phase1.lr,
         p.phase1.weight_decay,
         p.phase1.plateau_factor,
@@ -40,8 +43,10 @@ def main(p):
         weighted_sampler=p.data.weighted_sampler,
         num_workers=p.data.num_workers,
     )
-    inputs = ["data/splits/train.csv", "data/splits/val.csv"]
-    result = run_phase("train_phase1", p, model, optimizer, scheduler, cfg, train[:2], val[:2], device, inputs)
+    inputs = ["data/splits/train.csv", "data/splits/val.csv"] + (["data/teacher/teacher.json"] if distiller else [])
+    result = run_phase(
+        "train_phase1", p, model, optimizer, scheduler, cfg, train[:2], val[:2], device, inputs, distiller
+    )
     meta = artifact_meta(p.model.arch, p.model.head, p.model.dropout, p.data.image_size, model)
     save_phase("train_phase1", result, meta, cfg.monitor)
 

@@ -3,6 +3,7 @@ one-cycle or cosine schedule, gradient clipping, EMA, early stopping)."""
 
 from gclf.data.images import load_split
 from gclf.device import init_distributed, select_device
+from gclf.distill import make_distiller
 from gclf.model import load_model
 from gclf.stage import run_stage
 from gclf.train import (
@@ -20,6 +21,7 @@ def main(p):
     train, val = load_split("train", p.data.image_size), load_split("val", p.data.image_size)
     model, meta = load_model("models/train_phase1.pt")
     world = init_distributed()[1]
+    distiller = make_distiller(p, model)  # None unless distill.enabled; a fresh projection
     steps_per_epoch = max(len(train[1]) // (p.phase2.batch_size * world), 1)
     optimizer, scheduler = adamw_schedule(
         model,
@@ -30,6 +32,7 @@ def main(p):
         p.phase2.warmup_fraction,
         p.phase2.epochs * steps_per_epoch,
         (p.phase2.plateau_factor, p.phase2.plateau_patience, p.phase2.monitor),
+        extra=distiller.projection if distiller else None,
     )
     cfg = FitConfig(
         epochs=p.phase2.epochs,
@@ -44,7 +47,10 @@ def main(p):
         epoch_sizes=progressive_sizes(p.phase2.start_size, p.data.image_size, p.phase2.epochs),
     )
     inputs = ["data/splits/train.csv", "data/splits/val.csv", "models/train_phase1.pt"]
-    result = run_phase("train_phase2", p, model, optimizer, scheduler, cfg, train[:2], val[:2], device, inputs)
+    inputs += ["data/teacher/teacher.json"] if distiller else []
+    result = run_phase(
+        "train_phase2", p, model, optimizer, scheduler, cfg, train[:2], val[:2], device, inputs, distiller
+    )
     save_phase("train_phase2", result, meta, cfg.monitor)
 
 

@@ -1,0 +1,385 @@
+"""Distillation (issue 22): the losses, the teacher's targets threaded through training, the teacher
+stage's files and probe, and the teacher baseline in the model card. Tiny images and a tiny model;
+dlib itself only where the ``teacher`` extra is installed (a few tenths of a second)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from gclf.augment import batch_augmenter
+from gclf.data.dataset import ImageDataset
+from gclf.device import select_device
+from gclf.distill import (
+    Distiller,
+    embedding_loss,
+    make_distiller,
+    make_projection,
+    soft_target_loss,
+    student_forward,
+    teacher_targets,
+)
+from gclf.errors import UserError
+from gclf.faces import teacher as teacher_module
+from gclf.faces.targets import load_targets, read_summary, teacher_baseline
+from gclf.io import csv_text
+from gclf.losses import make_loss
+from gclf.model import build_model
+from gclf.modelcard import render_model_card
+from gclf.params import AugmentParams, DistillParams, Params, parse_params
+from gclf.train import FitConfig, adamw_schedule, fit
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 32
+
+
+# --- the losses ----------------------------------------------------------------------------------
+
+
+def batch(n=8, seed=0, missing=()):
+    """Logits, labels and teacher targets (prob + 128-D) for ``n`` samples; ``missing``: NaN rows."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, generator=g, requires_grad=True)
+    labels = (torch.rand(n, generator=g) < 0.5).float()
+    probs = torch.rand(n, generator=g).numpy()
+    embeddings = torch.randn(n, 128, generator=g).numpy()
+    probs[list(missing)], embeddings[list(missing)] = np.nan, np.nan
+    return logits, labels, teacher_targets(probs, embeddings)
+
+
+def distiller(targets, **weights) -> Distiller:
+    return Distiller(targets=targets, projection=make_projection(16, 0), **weights)
+
+
+def test_soft_target_loss_at_temperature_1_is_bce_against_the_teacher_probabilities():
+    logits, _, targets = batch()
+    q = targets[:, 0]
+    assert torch.allclose(soft_target_loss(logits, q, 1.0), F.binary_cross_entropy_with_logits(logits, q), atol=1e-6)
+    # softened: T^2 * BCE(z / T, sigmoid(logit(q) / T))
+    soft = torch.sigmoid(torch.logit(q) / 3)
+    assert torch.allclose(soft_target_loss(logits, q, 3.0), 9 * F.binary_cross_entropy_with_logits(logits / 3, soft))
+
+
+@pytest.mark.parametrize("missing", [(), (1, 4)])
+def test_zero_weights_give_the_plain_loss_exactly(missing):
+    logits, labels, targets = batch(missing=missing)
+    hard = make_loss("weighted_bce", labels, label_smoothing=0.1)
+    pooled = torch.randn(len(labels), 16)
+    loss = distiller(targets, soft_weight=0.0, embed_weight=0.0).loss(logits, pooled, labels, targets, hard)
+    assert torch.equal(loss, hard(logits, labels))
+
+
+def test_soft_weight_mixes_the_hard_and_the_soft_loss():
+    logits, labels, targets = batch()
+    hard = make_loss("bce", labels)
+    d = distiller(targets, soft_weight=0.3, temperature=1.0, embed_weight=0.0)
+    expected = 0.7 * hard(logits, labels) + 0.3 * F.binary_cross_entropy_with_logits(logits, targets[:, 0])
+    assert torch.allclose(d.loss(logits, torch.zeros(8, 16), labels, targets, hard), expected)
+
+
+def test_a_face_without_teacher_targets_takes_the_plain_loss():
+    logits, labels, targets = batch(missing=(2, 5))
+    hard = make_loss("bce", labels)
+    d = distiller(targets, soft_weight=0.5, temperature=2.0, embed_weight=1.0, embed_loss="mse")
+    pooled = torch.randn(8, 16)
+    loss = d.loss(logits, pooled, labels, targets, hard)
+    per_sample = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    ok = torch.ones(8, dtype=torch.bool)
+    ok[[2, 5]] = False
+    soft = 4 * F.binary_cross_entropy_with_logits(
+        logits[ok] / 2, torch.sigmoid(torch.logit(targets[ok, 0]) / 2), reduction="none"
+    )
+    mixed = torch.where(ok, per_sample, per_sample)  # the two fallback faces: hard loss at full weight
+    mixed[ok] = 0.5 * per_sample[ok] + 0.5 * soft
+    embed = F.mse_loss(d.projection(pooled[ok]), targets[ok, 1:])
+    assert torch.allclose(loss, mixed.mean() + embed, atol=1e-6)
+    assert d.not_embedded == 2  # counted for the training metrics
+    # the fallback faces' gradient is the plain loss's
+    (grad,) = torch.autograd.grad(loss, logits)
+    (plain,) = torch.autograd.grad(per_sample.mean(), logits)
+    assert torch.allclose(grad[~ok], plain[~ok], atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "mse"])
+def test_gradients_flow_to_the_projection(kind):
+    logits, labels, targets = batch()
+    d = distiller(targets, soft_weight=0.5, embed_weight=1.0, embed_loss=kind)
+    pooled = torch.randn(8, 16, requires_grad=True)
+    d.loss(logits, pooled, labels, targets, make_loss("bce", labels)).backward()
+    assert d.projection.weight.grad is not None and d.projection.weight.grad.abs().sum() > 0
+    assert pooled.grad.abs().sum() > 0  # and on into the student's features
+    assert embedding_loss(targets[:, 1:], targets[:, 1:], kind) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_projection_draws_nothing_from_the_global_random_stream():
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    a, b = make_projection(16, 3), make_projection(16, 3)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(a.weight, b.weight) and a.weight.shape == (128, 16)
+
+
+def test_batches_carry_the_teacher_targets_by_index():
+    images = torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1).expand(5, 3, 2, 2).contiguous()
+    labels = torch.tensor([0, 1, 0, 1, 1.0])
+    targets = torch.arange(5, dtype=torch.float32).view(5, 1).expand(5, 129).contiguous()
+    assert len(ImageDataset(images, labels).__getitems__([3, 1])) == 2  # no targets: as before
+    x, y, t = ImageDataset(images, labels, targets=targets).__getitems__([3, 1])
+    assert x[:, 0, 0, 0].tolist() == [3, 1] and t[:, 0].tolist() == [3.0, 1.0] and y.tolist() == [1.0, 1.0]
+    assert len(ImageDataset(images, labels, targets=targets)[2]) == 3
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def toy_data(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.rand(n, generator=g) < 0.4).float()
+    base = torch.randint(0, 120, (n, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
+    return base + (labels.view(-1, 1, 1, 1) * 120).to(torch.uint8), labels
+
+
+def tiny_run(weights: dict | None = None, epochs=2):
+    """A tiny phase 2 with the default batched augmentation, EMA and gradient clipping; ``weights``:
+    distil toy teacher targets with these :class:`Distiller` settings. Returns (result, distiller)."""
+    torch.manual_seed(0)
+    train, val = toy_data(64, 1), toy_data(32, 2)
+    model = build_model("test_efficientnet", "linear", 0.3)  # dropout: draws from the global stream
+    distill = None
+    if weights is not None:
+        distill = Distiller(toy_targets(), make_projection(model.backbone.num_features, 0), **weights)
+    extra = distill.projection if distill else None
+    optimizer, scheduler = adamw_schedule(model, 3e-3, 0.01, 1.0, "onecycle", 0.2, epochs * 2, extra=extra)
+    cfg = FitConfig(epochs=epochs, batch_size=32, monitor="val_auc", seed=0, grad_clip=1.0, ema_decay=0.9)
+    augment = batch_augmenter(AugmentParams(), SIZE, train[1])
+    loss = make_loss("weighted_bce", train[1])
+    device = select_device("cpu", 1)
+    return fit(model, train, val, loss, optimizer, scheduler, cfg, augment, device, distiller=distill), distill
+
+
+def toy_targets(n=64, missing=(3, 7)):
+    g = torch.Generator().manual_seed(9)
+    probs, embeddings = torch.rand(n, generator=g).numpy(), torch.randn(n, 128, generator=g).numpy()
+    probs[list(missing)], embeddings[list(missing)] = np.nan, np.nan
+    return teacher_targets(probs, embeddings)
+
+
+def test_distillation_off_trains_exactly_as_without_it():
+    """Zero weights route every batch through the distillation path (targets in the batch, features
+    kept, the projection in the optimiser and the clipping): the weights end bit-identical to a run
+    without distillation, so nothing in that path draws random numbers or changes the arithmetic."""
+    plain, _ = tiny_run()
+    off, _ = tiny_run({"soft_weight": 0.0, "embed_weight": 0.0})
+    assert plain.model.state_dict().keys() == off.model.state_dict().keys()
+    assert all(torch.equal(v, off.model.state_dict()[k]) for k, v in plain.model.state_dict().items())
+    assert plain.distill_fallback_faces is None and off.distill_fallback_faces == 2
+
+
+def test_distilled_training_changes_the_student_and_keeps_the_projection_out_of_it():
+    plain, _ = tiny_run(epochs=1)
+    distilled, d = tiny_run({"soft_weight": 0.5, "embed_weight": 1.0}, epochs=1)
+    assert not torch.equal(d.projection.weight, make_projection(d.projection.in_features, 0).weight)  # trained
+    keys = distilled.model.state_dict().keys()
+    assert keys == plain.model.state_dict().keys() and not any("distill" in k or "projection" in k for k in keys)
+    assert any(not torch.equal(v, distilled.model.state_dict()[k]) for k, v in plain.model.state_dict().items())
+
+
+def test_student_forward_is_the_models_forward():
+    model = build_model("test_efficientnet", "linear", 0.0).eval()
+    x = torch.rand(2, 3, SIZE, SIZE)
+    logits, pooled = student_forward(model, x)
+    assert torch.equal(logits, model(x)) and pooled.shape == (2, model.backbone.num_features)
+
+
+# --- the teacher stage ----------------------------------------------------------------------------
+
+
+def fake_embed(rgb: np.ndarray) -> np.ndarray | None:
+    """A stand-in for dlib: the mean colour, spread over 128 dims; a pure red image cannot be embedded."""
+    mean = rgb.reshape(-1, 3).mean(0) / 255
+    if mean[0] > 0.99 and mean[1] < 0.01:
+        return None
+    return np.tile(np.r_[mean, 1 - mean], 22)[:128].astype(np.float32)
+
+
+def write_splits(root: Path, flip_eval_labels=False, red=()) -> None:
+    """Three tiny manifests of 8 px images; female (1) images brighter. ``red``: (split, i) made
+    pure red (unembeddable); ``flip_eval_labels``: val and test labels inverted."""
+    splits = root / "data" / "splits"
+    splits.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("val", 10), ("test", 10)):
+        rows = []
+        for i in range(n):
+            label = i % 2
+            pixels = rng.integers(0, 100, (8, 8, 3)) + 100 * label
+            if (split, i) in red:
+                pixels = np.zeros((8, 8, 3)) + [255, 0, 0]
+            path = root / "images" / f"{split}_{i:02d}.png"
+            path.parent.mkdir(exist_ok=True)
+            Image.fromarray(pixels.astype(np.uint8)).save(path)
+            shown = 1 - label if flip_eval_labels and split != "train" else label
+            rows.append([str(path), shown, f"{split}{i}", "0-9" if i < 4 else "20-39"])
+        (splits / f"{split}.csv").write_text(csv_text(["path", "label", "sha1", "age_band"], rows))
+    (root / "images" / "train_03.png").write_bytes(b"not an image")  # unreadable: not embedded either
+
+
+def run(root: Path, **kwargs) -> dict:
+    return teacher_module.run_teacher(
+        seed=0,
+        probe_c=1.0,
+        criterion="balanced_accuracy",
+        thresholds=np.linspace(0.02, 0.98, 49),
+        splits_dir=str(root / "data" / "splits"),
+        out_dir=str(root / "data" / "teacher"),
+        embed=fake_embed,
+        **kwargs,
+    )
+
+
+def test_the_teacher_writes_targets_in_manifest_order_and_counts_faces_it_cannot_embed(tmp_path):
+    write_splits(tmp_path, red={("train", 5), ("test", 2)})
+    metrics = run(tmp_path)
+    assert metrics["teacher_train_not_embedded"] == 2  # the red one and the unreadable file
+    assert metrics["teacher_test_not_embedded"] == 1 and metrics["teacher_val_not_embedded"] == 0
+    splits, out = str(tmp_path / "data" / "splits"), str(tmp_path / "data" / "teacher")
+    probs, embeddings = load_targets("train", splits, out)
+    assert probs.shape == (24,) and embeddings.shape == (24, 128) and embeddings.dtype == np.float32
+    assert np.isnan(probs[[3, 5]]).all() and np.isnan(embeddings[[3, 5]]).all()
+    assert np.isfinite(np.delete(probs, [3, 5])).all()
+    rgb = np.asarray(Image.open(tmp_path / "images" / "train_07.png").convert("RGB"))
+    assert np.array_equal(embeddings[7], fake_embed(rgb))  # row i is manifest row i
+    assert metrics["teacher_val_accuracy"] == 1.0  # brightness separates the toy classes
+    # the training side: those faces fall back to the plain loss and are counted
+    p = parse_params({"distill": {"enabled": True}})
+    d = make_distiller(p, build_model("test_efficientnet", "linear", 0.0), splits, out)
+    assert d.not_embedded == 2 and d.targets.shape == (24, 129)
+    # the test baseline and its age bands, on the embedded faces
+    labels = np.array([i % 2 for i in range(10)])
+    meta = [{"age_band": "0-9" if i < 4 else "20-39"} for i in range(10)]
+    scalars, audit = teacher_baseline(labels, meta, 2, splits, out)
+    assert scalars["teacher_test_embedded"] == 9 and scalars["teacher_test_not_embedded"] == 1
+    assert scalars["teacher_group_age_band_0-9_count"] == 3 and "teacher_test_accuracy" in scalars
+    assert [r["group"] for r in audit["age_band"]] == ["0-9", "20-39"]
+
+
+def test_the_probe_is_fitted_on_train_only(tmp_path):
+    """Inverting the validation and test labels changes no probability: the probe never saw them."""
+    write_splits(tmp_path / "a")
+    write_splits(tmp_path / "b", flip_eval_labels=True)
+    run(tmp_path / "a")
+    run(tmp_path / "b")
+    for split in ("train", "val", "test"):
+        a = np.load(tmp_path / "a" / "data" / "teacher" / f"{split}_probs.npy")
+        b = np.load(tmp_path / "b" / "data" / "teacher" / f"{split}_probs.npy")
+        assert np.array_equal(a, b, equal_nan=True), split
+
+
+def test_targets_of_other_manifests_are_refused(tmp_path):
+    write_splits(tmp_path)
+    run(tmp_path)
+    splits = tmp_path / "data" / "splits"
+    (splits / "train.csv").write_text((splits / "train.csv").read_text().replace("train0", "changed"))
+    with pytest.raises(UserError, match="other manifests.*dvc repro teacher"):
+        load_targets("train", str(splits), str(tmp_path / "data" / "teacher"))
+
+
+def test_disabled_writes_only_a_marker(tmp_path):
+    write_splits(tmp_path)
+    run(tmp_path)
+    out = tmp_path / "data" / "teacher"
+    teacher_module.write_disabled(str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["teacher.json"]
+    assert read_summary(str(out)) == {"enabled": False}
+    with pytest.raises(UserError, match="did not run"):
+        load_targets("train", str(tmp_path / "data" / "splits"), str(out))
+
+
+def stage_main():
+    spec = importlib.util.spec_from_file_location("teacher_stage", ROOT / "stages" / "teacher.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_the_teacher_stage_names_the_missing_extra(tmp_path, monkeypatch, capsys):
+    from gclf.stage import run_stage
+
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib raises ImportError, as when not installed
+    monkeypatch.chdir(tmp_path)
+    write_splits(tmp_path)
+    (tmp_path / "params.yaml").write_text("distill:\n  enabled: true\n")
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage(stage_main(), "params.yaml")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert err == 'error: distill.enabled needs the teacher (dlib): pip install -e ".[teacher]"\n'
+
+
+def test_the_disabled_stage_writes_its_marker_at_once(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dlib", None)  # and needs no teacher installed
+    monkeypatch.chdir(tmp_path)
+    stage_main()(Params())
+    assert read_summary() == {"enabled": False}
+    assert (tmp_path / "metrics" / "teacher.json").read_text().strip() == '{\n  "teacher_enabled": 0\n}'
+
+
+def test_dlibs_teacher_embeds_a_face_crop_and_refuses_a_tiny_one():
+    pytest.importorskip("dlib")
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("the teacher extra is not installed")
+    from gclf.synthetic import render, sample_face
+
+    teacher = teacher_module.Teacher()
+    rng = np.random.default_rng(0)
+    face = np.asarray(render(sample_face(rng, True), rng, 96).convert("RGB"))
+    vector = teacher(face)
+    assert vector.shape == (128,) and vector.dtype == np.float32 and np.isfinite(vector).all()
+    assert teacher(face[:20, :20]) is None
+    assert teacher_module.inset_box(200, 100) == (12, 24, 87, 175)
+
+
+# --- params and the model card --------------------------------------------------------------------
+
+
+def test_distill_params_are_off_by_default_and_checked():
+    assert Params().distill == DistillParams() and not Params().distill.enabled
+    from gclf.params import ParamsError
+
+    with pytest.raises(ParamsError, match="distill.embed_loss: expected one of cosine, mse"):
+        parse_params({"distill": {"embed_loss": "l1"}})
+
+
+def test_the_model_card_shows_the_teacher_only_with_distillation():
+    from test_evaluate import DATA, META, PHASE, THRESHOLDS, evaluation_report
+
+    from gclf.metrics import audit_scalars, subgroup_metrics
+
+    audit = {"age_band": subgroup_metrics([0, 1, 1, 0], [0.2, 0.8, 0.4, 0.3], 0.5, ["0-9", "0-9", "20-39", "20-39"], 1)}
+    plain = render_model_card(Params(), META, DATA, PHASE, PHASE, THRESHOLDS, evaluation_report(), audit)
+    assert "Teacher" not in plain and "Distillation" not in plain
+    report = evaluation_report()
+    report.update(
+        teacher_test_accuracy=0.9,
+        teacher_test_balanced_accuracy=0.89,
+        teacher_test_f1=0.88,
+        teacher_test_roc_auc=0.95,
+        teacher_test_embedded=4,
+        teacher_test_not_embedded=0,
+        teacher_threshold=0.5,
+        **{f"teacher_{k}": v for k, v in audit_scalars(audit).items()},
+    )
+    p = dataclasses.replace(Params(), distill=DistillParams(enabled=True))
+    phase2 = {**PHASE, "distill_fallback_faces": 3}
+    card = render_model_card(p, META, DATA, PHASE, phase2, THRESHOLDS, report, audit, audit)
+    assert "## Teacher baseline" in card and "accuracy 0.900" in card
+    assert "| 0-9 | 2 | 1.000 | 1.000 |" in card and "3 train images the teacher could not embed" in card
