@@ -148,7 +148,7 @@ def toy_data(n, seed):
     return base + (labels.view(-1, 1, 1, 1) * 120).to(torch.uint8), labels
 
 
-def tiny_run(weights: dict | None = None, epochs=2):
+def tiny_run(weights: dict | None = None, epochs=2, state_path=None):
     """A tiny phase 2 with the default batched augmentation, EMA and gradient clipping; ``weights``:
     distil toy teacher targets with these :class:`Distiller` settings. Returns (result, distiller)."""
     torch.manual_seed(0)
@@ -163,7 +163,10 @@ def tiny_run(weights: dict | None = None, epochs=2):
     augment = batch_augmenter(AugmentParams(), SIZE, train[1])
     loss = make_loss("weighted_bce", train[1])
     device = select_device("cpu", 1)
-    return fit(model, train, val, loss, optimizer, scheduler, cfg, augment, device, distiller=distill), distill
+    result = fit(
+        model, train, val, loss, optimizer, scheduler, cfg, augment, device, state_path, "k", distiller=distill
+    )
+    return result, distill
 
 
 def toy_targets(n=64, missing=(3, 7)):
@@ -191,6 +194,30 @@ def test_distilled_training_changes_the_student_and_keeps_the_projection_out_of_
     keys = distilled.model.state_dict().keys()
     assert keys == plain.model.state_dict().keys() and not any("distill" in k or "projection" in k for k in keys)
     assert any(not torch.equal(v, distilled.model.state_dict()[k]) for k, v in plain.model.state_dict().items())
+
+
+def test_a_killed_distilled_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    """The projection is part of the saved training state: a resumed run ends where an uninterrupted one does."""
+    import gclf.train as train_module
+
+    weights = {"soft_weight": 0.5, "embed_weight": 1.0}
+    full, full_distiller = tiny_run(weights, epochs=3)
+    real_save, calls = train_module.atomic_write, []
+
+    def save_then_die(path, write):
+        real_save(path, write)
+        calls.append(path)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "atomic_write", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        tiny_run(weights, epochs=3, state_path=tmp_path / "state.pt")
+    monkeypatch.setattr(train_module, "atomic_write", real_save)
+    resumed, resumed_distiller = tiny_run(weights, epochs=3, state_path=tmp_path / "state.pt")
+    assert len(resumed.history) == 3 and resumed.history[1:] == full.history[1:]
+    assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in full.model.state_dict().items())
+    assert torch.equal(full_distiller.projection.weight, resumed_distiller.projection.weight)
 
 
 def test_student_forward_is_the_models_forward():
