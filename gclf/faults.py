@@ -47,6 +47,7 @@ class Run:
     args: list[str]
     log: list[str] = field(default_factory=list)
     stages: list[tuple[float, str]] = field(default_factory=list)  # (start time, stage)
+    ended: bool = False  # the output has been read to its end
 
     def __post_init__(self) -> None:
         self.proc = subprocess.Popen(
@@ -68,13 +69,16 @@ class Run:
 
     def wait_for_stage(self, stage: str) -> bool:
         """Follow the output until ``stage`` starts (True) or the run ends without it (False)."""
-        while (line := self.lines.get()) is not None:
-            self._note(line)
+        while not self.ended:
+            self._note(self.lines.get())
             if self.stages and self.stages[-1][1] == stage:
                 return True
         return False
 
-    def _note(self, line: str) -> None:
+    def _note(self, line: str | None) -> None:
+        if line is None:
+            self.ended = True
+            return
         self.log.append(line)
         if match := STAGE_STARTS.match(line):
             self.stages.append((time.monotonic(), match.group(1)))
@@ -84,13 +88,11 @@ class Run:
         return self.stages[-1][1] if self.stages else "dvc"
 
     def _drain(self) -> None:
-        while True:
+        while not self.ended:
             try:
-                line = self.lines.get_nowait()
+                self._note(self.lines.get_nowait())
             except queue.Empty:
                 return
-            if line is not None:
-                self._note(line)
 
     def signal(self, sig: int) -> None:
         try:
@@ -100,8 +102,8 @@ class Run:
 
     def finish(self) -> int:
         """Wait for the run to end; its exit code."""
-        while (line := self.lines.get()) is not None:
-            self._note(line)
+        while not self.ended:
+            self._note(self.lines.get())
         return self.proc.wait()
 
 

@@ -2,8 +2,9 @@
 
 import os
 import random
+import signal
 
-from gclf.faults import differences, kill_schedule
+from gclf.faults import differences, kill_during, kill_schedule
 from gclf.io import write_json, write_text
 from gclf.outputs import output_set
 
@@ -60,3 +61,15 @@ def test_timings_may_differ_everything_else_must_not(tmp_path):
         "train: models/model.pt differs",
         "benchmark: metrics/benchmark.json int8_static_size_mb 4.4 != 4.5",
     ]
+
+
+def test_a_run_that_ends_before_the_stage_is_followed_to_its_end(tmp_path, monkeypatch):
+    """The kill aimed at a stage that is already done: the run ends without it, and nothing hangs."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "dvc"
+    fake.write_text("#!/bin/sh\necho \"Running stage 'split':\"\necho done\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    landed, code, log = kill_during(tmp_path, "quantize", 5.0, signal.SIGKILL)
+    assert (landed, code) == ("none", 0) and log[-1] == "done\n"
