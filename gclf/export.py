@@ -20,6 +20,7 @@ from gclf.io import atomic_write, fsync
 ONNX_OPSET = 18  # the opset the torch.export-based exporter targets natively (no version conversion)
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"  # a node's metadata_props entry from the exporter
 
 
 def export_onnx(
@@ -42,6 +43,10 @@ def export_onnx(
         dynamic_shapes=({0: torch.export.Dim("batch")},),
         verbose=False,
     )
+    for node in program.model.graph.all_nodes():
+        # Each node's Python stack trace names the absolute path of the checkout it was exported from:
+        # the same model exported from two clones would give two files.
+        node.metadata_props.pop(STACK_TRACE_KEY, None)
     if meta is not None:
         program.model.metadata_props[META_KEY] = json.dumps(meta)
     # Weights inline (no .onnx.data beside it): one file is what DVC tracks and atomic_write renames.

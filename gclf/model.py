@@ -200,7 +200,18 @@ def artifact_meta(
 
 def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: torch.save({"state_dict": state, "meta": meta}, tmp))
+    save_checkpoint(path, {"state_dict": state, "meta": meta})
+
+
+def save_checkpoint(path: str | Path, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path``, whole (:func:`gclf.io.atomic_write`) and byte-stable: torch.save
+    to a file name puts that name inside the zip (here a random temporary one), to a stream "archive"."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    atomic_write(path, write)
 
 
 def load_weights(model: nn.Module, state_dict: dict[str, Any], path: str | Path, meta: dict[str, Any]) -> None:

@@ -18,8 +18,7 @@ from torch import nn
 
 from gclf.artifact import ARTIFACTS, DYNAMIC_INT8, META_KEY, legacy_quantization_warnings_silenced
 from gclf.export import export_onnx, save_openvino_ir, to_openvino
-from gclf.io import atomic_write
-from gclf.model import save_model
+from gclf.model import save_checkpoint, save_model
 
 
 def quantize_dynamic_linear(model: nn.Module) -> nn.Module:
@@ -35,7 +34,7 @@ def save_dynamic_int8(path: str | Path, quantized: nn.Module, meta: dict[str, An
     """Save a :func:`quantize_dynamic_linear` model as a state dict; meta says how to rebuild it."""
     state = {"state_dict": quantized.state_dict(), "meta": {**meta, "quantization": DYNAMIC_INT8}}
     with legacy_quantization_warnings_silenced():
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        save_checkpoint(path, state)
 
 
 def quantize_static(

@@ -80,6 +80,17 @@ def test_export_onnx_writes_one_file_with_named_dynamic_batch(artifacts):
     ]
 
 
+def test_artifacts_are_byte_stable_whatever_the_path_or_checkout(artifacts, tmp_path):
+    """The same model saved again elsewhere gives the same bytes: no file name inside the
+    checkpoint's zip, no absolute source path in the ONNX nodes' stack traces."""
+    model, meta = artifacts["model"], artifact_meta(ARCH, HEAD, DROPOUT, SIZE)
+    save_model(tmp_path / "elsewhere.pt", model, meta)
+    export.export_onnx(model, tmp_path / "elsewhere.onnx", SIZE)
+    assert (tmp_path / "elsewhere.pt").read_bytes() == artifacts["pt"].read_bytes()
+    assert (tmp_path / "elsewhere.onnx").read_bytes() == artifacts["onnx"].read_bytes()
+    assert str(Path.cwd()) not in artifacts["onnx"].read_bytes().decode("latin-1")
+
+
 @pytest.mark.parametrize("make_runner", [runtime.onnxruntime_runner, runtime.openvino_runner])
 def test_fp32_runtimes_match_eager_at_any_batch_size(artifacts, make_runner):
     run = make_runner(artifacts["onnx"], THREADS)
