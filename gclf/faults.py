@@ -6,12 +6,13 @@ ends with exactly the results of an uninterrupted run.
 It clones the current commit twice. In one clone ``dvc repro`` runs uninterrupted: the reference,
 and each stage's duration. In the other, each stage is SIGKILLed (the process group: DVC and the
 stage's Python, as the OOM killer or a lost machine would) ``--kills-per-stage`` times at random
-moments within it, each kill followed by a plain ``dvc repro`` that picks up from what is on disk.
-Then each stage gets one SIGINT (Ctrl-C), which must end it with exit code 130 and a line saying
-what was kept. A last ``dvc repro`` finishes the pipeline, and every output of both clones is
-compared through the stages' manifests (:mod:`gclf.outputs`): all must be byte-identical, except
-the timings (``metrics/speed/``, the benchmark's latencies, throughputs and speed-ups and its plot),
-which no two runs share. Prints the kills per stage and a verdict; exit code 0 when all hold.
+moments within it, each kill followed by a plain ``dvc repro`` that picks up from what is on disk
+(a stage already done is forced to run again to be killed). Then each stage gets one SIGINT
+(Ctrl-C), which must end it with exit code 130 and a line saying what was kept. A last
+``dvc repro`` finishes the pipeline, and every output of both clones is compared through the
+stages' manifests (:mod:`gclf.outputs`): all must be byte-identical, except the timings
+(``metrics/speed/``, the benchmark's latencies, throughputs and speed-ups and its plot), which no
+two runs share. Prints the kills per stage and a verdict; exit code 0 when all hold.
 """
 
 from __future__ import annotations
@@ -132,10 +133,16 @@ def reference_run(repo: Path) -> dict[str, float]:
 
 def kill_during(repo: Path, stage: str, after_s: float, sig: int) -> tuple[str, int, list[str]]:
     """Start ``dvc repro``, send ``sig`` ``after_s`` seconds into ``stage``; where it landed (the
-    stage running then, or "none" when the run ended first), the exit code, the log."""
+    stage running then, or "none" when the run ended first), the exit code, the log. A stage that is
+    up to date (an earlier kill landed after it) is run again on its own, ``dvc repro -f -s STAGE``,
+    as a user re-running one stage would, and killed there."""
     run = Run(repo, [])
+    reached = run.wait_for_stage(stage)
+    if not reached and run.finish() == 0:
+        run = Run(repo, ["-f", "-s", stage])
+        reached = run.wait_for_stage(stage)
     landed = "none"
-    if run.wait_for_stage(stage):
+    if reached:
         deadline = time.monotonic() + after_s
         while time.monotonic() < deadline and run.proc.poll() is None:
             time.sleep(0.05)

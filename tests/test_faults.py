@@ -63,13 +63,15 @@ def test_timings_may_differ_everything_else_must_not(tmp_path):
     ]
 
 
-def test_a_run_that_ends_before_the_stage_is_followed_to_its_end(tmp_path, monkeypatch):
-    """The kill aimed at a stage that is already done: the run ends without it, and nothing hangs."""
+def test_a_kill_aimed_at_a_stage_already_done_forces_it_to_run_again(tmp_path, monkeypatch):
+    """The kill aimed at a stage that is already done: the plain run ends without it (and nothing
+    hangs), then the stage is forced to run again on its own and killed there."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "dvc"
-    fake.write_text("#!/bin/sh\necho \"Running stage 'split':\"\necho done\n")
+    # dvc repro runs split only, quantize being up to date; dvc repro -f -s quantize runs it
+    fake.write_text('#!/bin/sh\nif [ "$2" = -f ]; then echo "Running stage \'$4\':"; sleep 30; fi\necho done\n')
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    landed, code, log = kill_during(tmp_path, "quantize", 5.0, signal.SIGKILL)
-    assert (landed, code) == ("none", 0) and log[-1] == "done\n"
+    landed, code, log = kill_during(tmp_path, "quantize", 0.5, signal.SIGKILL)
+    assert (landed, code) == ("quantize", -signal.SIGKILL) and log == ["Running stage 'quantize':\n"]
