@@ -1,4 +1,4 @@
-"""The ``gclf`` command: check params, label images, explain, evaluate and benchmark models.
+"""The ``gclf`` command: check params, label images, explain, evaluate, serve and benchmark models.
 
 The argparse layer only: each subcommand parses its arguments, calls the library and prints the
 result; a :class:`~gclf.errors.UserError` ends with one line on stderr and exit code 2, as in the
@@ -8,6 +8,7 @@ stages (:func:`gclf.stage.fail`).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import sys
 from typing import TYPE_CHECKING, Any, Callable
@@ -37,6 +38,15 @@ def bounded(kind: type, low: float, high: float, expected: str) -> Callable[[str
 LABELLED_FORMATS = ("imagefolder", "presplit", "csv", "utkface")  # data.format's layouts, synthetic aside
 positive_int = bounded(int, 1, math.inf, "a whole number of at least 1")
 probability = bounded(float, 0.0, 1.0, "a number between 0 and 1")
+non_negative = bounded(float, 0.0, math.inf, "a number of at least 0")
+positive = bounded(float, 1e-9, math.inf, "a number above 0")
+port = bounded(int, 1, 65535, "a port number (1-65535)")
+SERVE_EXTRA = {  # module: its package in pyproject.toml's serve extra
+    "starlette": "starlette",
+    "uvicorn": "uvicorn",
+    "python_multipart": "python-multipart",
+    "aiohttp": "aiohttp",
+}
 
 
 def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -486,6 +496,165 @@ def bench_data_command(args: argparse.Namespace) -> None:
         write_json(args.out, report, digits=1)
 
 
+def require_serve_extra() -> None:
+    """One line, not an import traceback, when the optional ``serve`` extra is not installed."""
+    missing = [package for module, package in SERVE_EXTRA.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise UserError(f'{" and ".join(missing)} not installed; install the serve extra: pip install -e ".[serve]"')
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``serve`` subcommand's arguments (handled by :func:`serve_command`)."""
+    from gclf.deploy import available_cores
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP: POST /predict, GET /health, /meta, /openapi.json (needs the serve extra)",
+        description=(
+            "Label face images sent over HTTP with any model the pipeline writes: POST them as multipart "
+            "fields named 'file' to /predict for the rows gclf predict writes. Requests that arrive close "
+            'together share one model call. Needs the serve extra: pip install -e ".[serve]" (docs/serve.md).'
+        ),
+    )
+    serve.add_argument("--model", required=True, metavar="ARTIFACT", help="a .pt checkpoint, .onnx or OpenVINO .xml")
+    serve.add_argument("--tta", action="store_true", help="average over the artifact's TTA views")
+    serve.add_argument(
+        "--threshold", type=probability, metavar="T", help="decision threshold (default: the artifact's, else 0.5)"
+    )
+    add_detection_arguments(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s; 0.0.0.0: all)")
+    serve.add_argument("--port", type=port, default=8000, help="(default %(default)s)")
+    add_server_arguments(serve, available_cores())
+    serve.add_argument(
+        "--max-upload-mb", type=positive, default=10.0, metavar="MB", help="largest request body (default %(default)g)"
+    )
+    serve.add_argument(
+        "--timeout-s",
+        type=positive,
+        default=10.0,
+        metavar="S",
+        help="a request body must have arrived this long after its headers (default %(default)g)",
+    )
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, cores: int) -> None:
+    """``--workers``, ``--max-batch`` and ``--max-wait-ms`` (serve and bench-serve)."""
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=cores,
+        metavar="N",
+        help=f"server processes, each with cores/N inference threads (default: one per core, {cores})",
+    )
+    parser.add_argument(
+        "--max-batch", type=positive_int, default=32, metavar="N", help="most images per model call (default 32)"
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=non_negative,
+        default=5.0,
+        metavar="MS",
+        help="longest an image waits for others to share its model call (default %(default)g)",
+    )
+
+
+def serve_command(args: argparse.Namespace) -> None:
+    require_serve_extra()
+    from gclf.artifact import read_artifact_meta
+    from gclf.deploy.serve import ServeConfig, serve
+
+    read_artifact_meta(args.model)  # a bad --model is one line here, not a failing start in every worker
+    serve(
+        ServeConfig(
+            model=args.model,
+            detect_faces=args.detect_faces,
+            min_face_size=args.min_face_size,
+            max_faces=args.max_faces,
+            tta=args.tta,
+            threshold=args.threshold,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            max_upload_mb=args.max_upload_mb,
+            timeout_s=args.timeout_s,
+        )
+    )
+
+
+def add_bench_serve_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``bench-serve`` subcommand's arguments (handled by :func:`bench_serve_command`)."""
+    from gclf.deploy import available_cores
+    from gclf.params import DataParams, ModelParams
+
+    cores = available_cores()
+    bench = sub.add_parser(
+        "bench-serve",
+        help="load test of gclf serve: images/s and latency at 1, 8, 64 clients against in-process predict",
+        description=(
+            "Time in-process gclf predict on a set of face images, then start gclf serve on a free port and "
+            "post the same images from 1, 8 and 64 concurrent clients: images/s, p50/p99 latency and errors "
+            "per concurrency, and each rate as a fraction of the in-process one. Needs the serve extra."
+        ),
+    )
+    bench.add_argument(
+        "--model",
+        metavar="ARTIFACT",
+        help="the model to serve (default: random weights of --arch at --image-size, for speed only)",
+    )
+    bench.add_argument(
+        "--images",
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="face images, as gclf predict takes them (default: ../shared/data/utkface if present, else synthetic)",
+    )
+    bench.add_argument("--count", type=positive_int, default=512, metavar="N", help="images used (default 512)")
+    bench.add_argument(
+        "--concurrency", type=positive_int, nargs="+", default=[1, 8, 64], metavar="N", help="(default 1 8 64)"
+    )
+    bench.add_argument(
+        "--seconds", type=positive, default=10.0, metavar="S", help="timed load per concurrency (default 10)"
+    )
+    add_server_arguments(bench, cores)
+    bench.add_argument("--arch", default=ModelParams().arch, help="without --model (default %(default)s)")
+    bench.add_argument("--head", default=ModelParams().head, choices=("mlp", "linear"))
+    bench.add_argument(
+        "--image-size", type=positive_int, default=DataParams().image_size, help="without --model (default %(default)s)"
+    )
+    bench.add_argument("--out", metavar="FILE.json", help="also write the numbers as JSON")
+
+
+def bench_serve_command(args: argparse.Namespace) -> None:
+    require_serve_extra()
+    from gclf.deploy import available_cores
+    from gclf.deploy.benchserve import bench_serve, report_table
+    from gclf.io import write_json
+
+    report = bench_serve(
+        args.model,
+        args.images,
+        count=args.count,
+        concurrency=args.concurrency,
+        seconds=args.seconds,
+        workers=args.workers,
+        threads=available_cores(),
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        arch=args.arch,
+        head=args.head,
+        image_size=args.image_size,
+    )
+    print(
+        f"{report['model']}, {report['image_size']} px, {report['images']} images; {report['cpu_model']}, "
+        f"{report['cores']} cores; {report['workers']} workers x {report['threads_per_worker']} threads"
+    )
+    print(report_table(report))
+    if args.out:
+        write_json(args.out, report, digits=3)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gclf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -497,6 +666,8 @@ def main(argv: list[str] | None = None) -> None:
     add_bench_parser(sub)
     add_bench_faces_parser(sub)
     add_bench_data_parser(sub)
+    add_serve_parser(sub)
+    add_bench_serve_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "check-params":
@@ -515,5 +686,9 @@ def main(argv: list[str] | None = None) -> None:
             bench_faces_command(args)
         elif args.command == "bench-data":
             bench_data_command(args)
+        elif args.command == "serve":
+            serve_command(args)
+        elif args.command == "bench-serve":
+            bench_serve_command(args)
     except UserError as e:
         fail(str(e))
