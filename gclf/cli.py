@@ -648,7 +648,8 @@ def bench_serve_command(args: argparse.Namespace) -> None:
     )
     print(
         f"{report['model']}, {report['image_size']} px, {report['images']} images; {report['cpu_model']}, "
-        f"{report['cores']} cores; {report['workers']} workers x {report['threads_per_worker']} threads"
+        f"{report['cores']} cores; {report['workers']} workers x {report['threads_per_worker']} threads; "
+        f"in-process: gclf predict's Predictor, {report['cores']} threads, batch {report['max_batch']}"
     )
     print(report_table(report))
     if args.out:
