@@ -35,7 +35,7 @@ from gclf.io import read_json, write_json
 from gclf.outputs import MANIFEST_SUFFIX, stage_outs
 
 STAGE_STARTS = re.compile(r"^Running stage '([\w-]+)'")
-TIMING_FILES = ("metrics/speed/", "plots/benchmark.png", "metrics/benchmark.json", "metrics/benchmark.manifest.json")
+TIMING_FILES = ("metrics/speed/", "plots/benchmark.png", "metrics/benchmark.json")
 TIMING_KEYS = re.compile(r"(_ms|_img_s|_speedup_b\d+|_speedup)$")  # benchmark.json keys that are timings
 MIN_SIGINT_S = 8.0  # after the stage's imports (torch, timm: a few seconds), so run_stage is listening
 
@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", default=".cache/faults", help="where the two clones go (default .cache/faults)")
     ap.add_argument("--out", help="also write the report as JSON")
     args = ap.parse_args(argv)
+    # Started in the background (`cmd &`, nohup), a process ignores SIGINT and so would every
+    # process it starts: the SIGINTs would do nothing. Restore the default for our children.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     source = Path(subprocess.check_output(["git", "rev-parse", "--show-toplevel"], text=True).strip())
     work = Path(args.dir).resolve()
     reference, faulted = clone(source, work / "reference"), clone(source, work / "faulted")
