@@ -4,10 +4,10 @@ DVC fixes each output's path, so a stage cannot swap its whole set in with one r
 stage has a manifest among its outs in dvc.yaml (``<dir>/<stage>.manifest.json``). Before the stage
 replaces any file the manifest is marked pending; once the last file is in place (each one written
 whole and fsynced by :func:`gclf.io.atomic_write`) it lists every output's sha256. A reader of a file
-that a manifest beside it (or one folder up) lists checks the whole set first (:func:`verified`): a pending manifest (the
-stage was killed or failed midway) or a file that differs from it (two runs mixed, or a
-``git checkout`` without ``dvc checkout``) is refused with one line that says what to run. A file no
-manifest lists, such as a model of the user's own, is read as it is.
+that a manifest beside it (or one folder up) lists checks the whole set first (:func:`verified`): a
+pending manifest (the stage was killed or failed midway) or a file that differs from it (two runs
+mixed, or a ``git checkout`` without ``dvc checkout``) is refused with one line that says what to
+run. A file no manifest lists, such as a model of the user's own, is read as it is.
 """
 
 from __future__ import annotations
