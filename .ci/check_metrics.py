@@ -55,8 +55,9 @@ Other rules:
   eager (every `int8_static_speedup_*` above 1) and its file under 30 % of FP32's
   (`int8_static_size_ratio`);
 - every plot and report that dvc.yaml lists (its stages' `.png`, `.csv`, `.tsv` and `.md` outs and
-  plots, and the files its top-level `plots:` draw) must exist and not be empty; a CSV or TSV with
-  only a header is empty.
+  plots, and the files and folders its top-level `plots:` draw) must exist and not be empty: a CSV
+  or TSV with only a header is empty, so is a JSON plot without data points (DVCLive writes
+  `{"roc": [...]}` or `[...]`), and a folder is empty when it holds no file or an empty one.
 """
 
 import json
@@ -82,7 +83,7 @@ LOWER_IS_BETTER = ("_ece", "_ece_uncalibrated", "_accuracy_gap")
 SPEEDUP_PREFIX = "int8_static_speedup_"
 SIZE_RATIO = "int8_static_size_ratio"
 MAX_SIZE_RATIO = 0.30
-REPORT_SUFFIXES = (".png", ".csv", ".tsv", ".md")
+REPORT_SUFFIXES = (".png", ".csv", ".tsv", ".md")  # of stage outs (not metrics .json)
 TABLE_SUFFIXES = (".csv", ".tsv")
 
 
@@ -208,25 +209,34 @@ def benchmark_failures(path: str = "metrics/benchmark.json") -> list[str]:
 
 
 def report_paths(pipeline: dict) -> list[str]:
-    """The plots and reports of ``pipeline`` (dvc.yaml): stage outs and plots, and top-level plots' files."""
+    """The plots and reports of ``pipeline`` (dvc.yaml): its stages' outs and plots with a
+    :data:`REPORT_SUFFIXES` name, and every file or folder its top-level ``plots:`` draw."""
     paths = set()
     for stage in pipeline["stages"].values():
         for entry in stage.get("outs", []) + stage.get("plots", []):
-            paths.add(entry if isinstance(entry, str) else next(iter(entry)))
+            name = entry if isinstance(entry, str) else next(iter(entry))
+            if name.endswith(REPORT_SUFFIXES):
+                paths.add(name)
     for entry in pipeline.get("plots", []):
         if isinstance(entry, str):
             paths.add(entry)
             continue
         ((name, spec),) = entry.items()
-        paths.add(name)
-        for axis in ("x", "y"):
-            if isinstance((spec or {}).get(axis), dict):
-                paths.update(spec[axis])
-    return sorted(p for p in paths if p.endswith(REPORT_SUFFIXES))
+        files = [f for axis in ("x", "y") if isinstance((spec or {}).get(axis), dict) for f in spec[axis]]
+        paths.update(files or [name])  # with files per axis, the name is only the plot's title
+    return sorted(paths)
 
 
 def is_empty(path: Path) -> bool:
-    """No bytes; for text, no non-blank line; for a table, no row under its header."""
+    """No bytes; for text, no non-blank line; for a table, no row under its header; for JSON, no
+    data point; for a folder, no file or an empty one."""
+    if path.is_dir():
+        files = [p for p in path.rglob("*") if p.is_file()]
+        return not files or any(map(is_empty, files))
+    if path.suffix == ".json":
+        data = json.loads(path.read_text() or "null")
+        points = next((v for v in data.values() if isinstance(v, list)), data) if isinstance(data, dict) else data
+        return not points
     if path.suffix not in TABLE_SUFFIXES + (".md",):
         return path.stat().st_size == 0
     lines = [line for line in path.read_text().splitlines() if line.strip()]
@@ -238,7 +248,7 @@ def report_failures(dvc_yaml: str = "dvc.yaml") -> list[str]:
     failures = []
     for name in report_paths(yaml.safe_load(Path(dvc_yaml).read_text())):
         path = Path(name)
-        if not path.is_file():
+        if not path.exists():
             failures.append(f"{name}: missing")
         elif is_empty(path):
             failures.append(f"{name}: empty")

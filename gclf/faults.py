@@ -11,8 +11,8 @@ moments within it, each kill followed by a plain ``dvc repro`` that picks up fro
 (Ctrl-C), which must end it with exit code 130 and a line saying what was kept. A last
 ``dvc repro`` finishes the pipeline, and every output of both clones is compared through the
 stages' manifests (:mod:`gclf.outputs`): all must be byte-identical, except the timings
-(``metrics/speed/``, the benchmark's latencies, throughputs and speed-ups and its plot), which no
-two runs share. Prints the kills per stage and a verdict; exit code 0 when all hold.
+(``metrics/speed/``, DVCLive's images/s per epoch, the benchmark's latencies, throughputs and
+speed-ups and its plot), which no two runs share. Prints the kills per stage and a verdict; exit code 0 when all hold.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from gclf.io import read_json, write_json
 from gclf.outputs import MANIFEST_SUFFIX, stage_outs
 
 STAGE_STARTS = re.compile(r"^Running stage '([\w-]+)'")
-TIMING_FILES = ("metrics/speed/", "plots/benchmark.png", "metrics/benchmark.json")
+# metrics/speed/, DVCLive's images/s per epoch (plots/<stage>/plots/metrics/speed/), the benchmark
+TIMING_FILES = re.compile(r"/speed/|^plots/benchmark\.png$|^metrics/benchmark\.json$")
 TIMING_KEYS = re.compile(r"(_ms|_img_s|_speedup_b\d+|_speedup)$")  # benchmark.json keys that are timings
 MIN_SIGINT_S = 8.0  # after the stage's imports (torch, timm: a few seconds), so run_stage is listening
 
@@ -181,7 +182,7 @@ def differences(reference: Path, faulted: Path, stages: list[str]) -> list[str]:
     problems = [f"{stage}: its manifest is missing or pending" for stage in stages if not got[stage]]
     for stage in stages:
         for path in sorted(set(ref[stage]) | set(got[stage])):
-            if not path.startswith(TIMING_FILES) and ref[stage].get(path) != got[stage].get(path):
+            if not TIMING_FILES.search(path) and ref[stage].get(path) != got[stage].get(path):
                 problems.append(f"{stage}: {path} differs")
     untimed = [read_json(repo / "metrics/benchmark.json") for repo in (reference, faulted)]
     for key in sorted(set(untimed[0]) | set(untimed[1])):

@@ -157,7 +157,8 @@ def _results_section(p: Params, thresholds: Mapping, evaluation: Mapping[str, fl
         f"Calibration (ECE, 10 bins): {e['test_ece_uncalibrated']:.3f} before temperature scaling, "
         f"{e['test_ece']:.3f} after.",
         "",
-        "Figures: `plots/evaluation.png` (ROC, precision-recall, confusion, reliability), `plots/gradcam.png` "
+        "Figures: `dvc plots show` draws the ROC, precision-recall, calibration and confusion plots "
+        "(DVCLive data in `plots/evaluate/`) and the training curves; `plots/gradcam.png` "
         "(Grad-CAM heat maps of right and wrong predictions), `plots/errors.png` (the most confident mistakes), "
         "`plots/subgroups.png`.",
         "",

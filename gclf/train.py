@@ -351,6 +351,7 @@ def _new_state() -> dict:
         "stale_epochs": 0,  # epochs since the best one
         "train_s": 0.0,
         "train_images": 0,
+        "images_per_s": [],  # per epoch
     }
 
 
@@ -465,6 +466,7 @@ def fit(
     state_key: str = "",
     desc: str = "train",
     distiller: Distiller | None = None,
+    on_epoch: Callable[[dict, float], None] | None = None,
 ) -> FitResult:
     """Train ``model`` on uint8 images + float labels; validate each epoch; return the best weights.
 
@@ -476,6 +478,8 @@ def fit(
     last finished epoch and ends as an uninterrupted run would. It is removed on success.
     ``distiller``: distil the teacher's targets for the ``train`` images (:mod:`gclf.distill`); its
     projection must be among the optimiser's parameters. The returned model is the student alone.
+    ``on_epoch(row, images_per_s)`` is called on rank 0 after each epoch with its history row and its
+    training throughput (:class:`gclf.live.EpochLog`); on a resume, first for every epoch already run.
     """
     rank, world = init_distributed()
     if distiller is not None and world > 1:
@@ -503,6 +507,10 @@ def fit(
         state = _new_state()
     else:
         print(f"{desc}: resuming after epoch {state['epoch']} from {state_path}")
+        state.setdefault("images_per_s", [0.0] * len(state["history"]))  # a state saved before it was kept
+    if on_epoch is not None and rank == 0:
+        for row, images_per_s in zip(state["history"], state["images_per_s"]):
+            on_epoch(row, images_per_s)
 
     with PeakMemory(every_s=0.05) as memory:
         for epoch in range(state["epoch"], cfg.epochs):
@@ -526,8 +534,10 @@ def fit(
                 desc=desc,
                 distiller=distiller,
             )
-            state["train_s"] += time.perf_counter() - start
+            epoch_s = time.perf_counter() - start
+            state["train_s"] += epoch_s
             state["train_images"] += len(labels) * world
+            state["images_per_s"].append(len(labels) * world / epoch_s)
             if world > 1:
                 _average_buffers(world, model, *([ema] if ema is not None else []))
 
@@ -548,6 +558,8 @@ def fit(
                     f"{desc} epoch {epoch + 1}/{cfg.epochs}: "
                     + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "lr"))
                 )
+                if on_epoch is not None:
+                    on_epoch(row, state["images_per_s"][-1])
             if state_path and rank == 0:
                 _save_state(state_path, state_key, model, optimizer, scheduler, scaler, ema, state, projection)
             if cfg.early_stop_patience and state["stale_epochs"] >= cfg.early_stop_patience:
@@ -595,11 +607,15 @@ def run_phase(
     inputs: list[str],
     distiller: Distiller | None = None,
 ) -> FitResult:
-    """:func:`fit` with what both phases share: the loss and augmentation from params ``p``, and
-    a resumable state at :func:`state_path` keyed by the params and the ``inputs`` files; the
+    """:func:`fit` with what both phases share: the loss and augmentation from params ``p``, a
+    resumable state at :func:`state_path` keyed by the params and the ``inputs`` files, each epoch
+    logged with DVCLive to ``plots/NAME/`` (:class:`gclf.live.EpochLog`, rank 0 only); the
     ``distiller`` (:func:`gclf.distill.make_distiller`) when distillation is on."""
     from gclf.augment import training_augment
+    from gclf.live import EpochLog
     from gclf.losses import make_loss
+
+    rank, _ = init_distributed()
 
     return fit(
         model,
@@ -615,17 +631,17 @@ def run_phase(
         state_key=resume_key(dataclasses.asdict(p), inputs),
         desc=name,
         distiller=distiller,
+        on_epoch=EpochLog(name) if rank == 0 else None,
     )
 
 
 def save_phase(name: str, result: FitResult, meta: dict, monitor: str) -> None:
     """Write a phase's outputs: ``models/NAME.pt``, ``metrics/NAME.json`` (best epoch's validation
-    scores; deterministic), ``metrics/speed/NAME.json`` (timing; varies run to run),
-    ``plots/NAME.tsv`` (per-epoch history for ``dvc plots``) and ``plots/NAME.png``. Under
-    ``torchrun`` only rank 0 writes: every rank holds the same result."""
+    scores; deterministic) and ``metrics/speed/NAME.json`` (timing; varies run to run); the
+    per-epoch curves are already in ``plots/NAME/`` (:func:`run_phase`). Under ``torchrun`` only
+    rank 0 writes: every rank holds the same result."""
     from gclf.io import write_json
     from gclf.model import save_model
-    from gclf.plots import training_curves_png, write_table
 
     if dist.is_initialized() and dist.get_rank() != 0:
         return
@@ -651,6 +667,3 @@ def save_phase(name: str, result: FitResult, meta: dict, monitor: str) -> None:
         },
         digits=1,
     )
-    # Written even for 0 epochs, so no curve of an earlier run stays behind under this run's name.
-    write_table(f"plots/{name}.tsv", result.history, empty_header=("epoch",))
-    training_curves_png(f"plots/{name}.png", result.history, name)

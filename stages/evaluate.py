@@ -11,11 +11,11 @@ from gclf.device import select_device
 from gclf.faces.targets import teacher_baseline
 from gclf.gradcam import cam_cases, grad_cam
 from gclf.io import read_json, write_json, write_text
+from gclf.live import log_evaluation, log_rows, open_live
 from gclf.metrics import (
     audit_scalars,
     binary_metrics,
     bootstrap_ci,
-    calibration_bins,
     expected_calibration_error,
     most_confident,
     subgroup_audit,
@@ -23,7 +23,7 @@ from gclf.metrics import (
 from gclf.model import CLASSES, load_model
 from gclf.modelcard import render_model_card
 from gclf.outputs import verified
-from gclf.plots import evaluation_png, image_grid_png, pr_rows, roc_rows, subgroup_rows, subgroups_png, write_table
+from gclf.plots import image_grid_png, subgroup_rows, subgroups_png
 from gclf.stage import run_stage
 from gclf.tta import inference_views, probs_from_logits, view_logits
 
@@ -55,20 +55,15 @@ def main(p):
 
     # Curves, subgroups, galleries and Grad-CAM describe plain inference, the results the card reports first.
     probs, threshold = probs_by[""], thresholds["threshold"]
-    write_table("plots/roc.csv", roc_rows(labels, probs))
-    write_table("plots/pr.csv", pr_rows(labels, probs))
-    write_table("plots/reliability.csv", calibration_bins(labels, probs))
-    write_table(
-        "plots/confusion.csv",
-        [{"actual": CLASSES[int(y)], "predicted": CLASSES[int(q >= threshold)]} for y, q in zip(labels, probs)],
-    )
-    evaluation_png("plots/evaluation.png", labels, probs, threshold, "test split, no TTA")
+    live = open_live("evaluate")
+    log_evaluation(live, labels, probs, threshold, CLASSES)
     audit = subgroup_audit(labels, probs, threshold, [r.meta for r in records], p.evaluate.min_group_size)
     report.update(audit_scalars(audit))
     overall = {"count": len(labels), "accuracy": report["test_accuracy"], "f1": report["test_f1"]}
     rows = subgroup_rows(audit, overall)
-    write_table("plots/subgroups.csv", rows)
-    subgroups_png("plots/subgroups.png", rows, f"test split by metadata group, threshold {threshold:.2f}")
+    title = f"test split by metadata group, threshold {threshold:.2f}"
+    log_rows(live, "subgroups", rows, "accuracy", "label", "bar_horizontal", title)
+    subgroups_png("plots/subgroups.png", rows, title)
 
     def caption(i: int, first_line: str) -> str:
         name = os.path.basename(records[i].path)  # cut so that neighbouring captions do not overlap

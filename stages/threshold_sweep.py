@@ -7,8 +7,8 @@ import numpy as np
 from gclf.data.images import load_split
 from gclf.device import select_device
 from gclf.io import write_json
+from gclf.live import log_rows, open_live
 from gclf.model import load_model
-from gclf.plots import threshold_png, write_table
 from gclf.stage import run_stage
 from gclf.threshold import choose, fit_temperature, sweep
 from gclf.tta import inference_views, probs_from_logits, view_logits
@@ -32,8 +32,8 @@ def main(p):
             {f"{prefix}threshold": best["threshold"], f"{prefix}val_{p.threshold.metric}": best[p.threshold.metric]}
         )
         if not prefix:
-            write_table("plots/threshold.csv", rows)
-            threshold_png("plots/threshold.png", rows, best["threshold"], p.threshold.metric)
+            title = f"threshold sweep on validation (chosen {best['threshold']:.2f} by {p.threshold.metric})"
+            log_rows(open_live("threshold_sweep"), "threshold", rows, "threshold", p.threshold.metric, "linear", title)
     write_json("metrics/threshold.json", summary)
 
 

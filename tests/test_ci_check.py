@@ -153,8 +153,12 @@ def repo(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shutil.copy(ROOT / "dvc.yaml", "dvc.yaml")
     for name in check_metrics.report_paths(check_metrics.yaml.safe_load(Path("dvc.yaml").read_text())):
+        if not Path(name).suffix:  # a folder of DVCLive metrics
+            Path(name).mkdir(parents=True)
+            name = f"{name}/val_auc.tsv"
         Path(name).parent.mkdir(parents=True, exist_ok=True)
-        Path(name).write_text("a,b\n1,2\n" if name.endswith((".csv", ".tsv")) else "content\n")
+        content = {".csv": "a,b\n1,2\n", ".tsv": "step\tval_auc\n1\t0.9\n", ".json": '{"roc": [{"fpr": 0}]}'}
+        Path(name).write_text(content.get(Path(name).suffix, "content\n"))
     Path("metrics").mkdir()
     write_json("metrics/data.json", DATA)
     write_json("metrics/eval.json", EVALUATION)
@@ -283,9 +287,11 @@ def test_static_int8_must_stay_faster_and_smaller(check, change):
     assert check({}) == 1
 
 
-@pytest.mark.parametrize("name", ["plots/roc.csv", "plots/train_phase2.tsv", "plots/gradcam.png"])
+@pytest.mark.parametrize(
+    "name", ["plots/evaluate/plots/custom/roc.json", "plots/train_phase2/plots/metrics", "plots/gradcam.png"]
+)
 def test_a_missing_plot_fails(check, name):
-    Path(name).unlink()
+    shutil.rmtree(name) if Path(name).is_dir() else Path(name).unlink()
     assert check({}) == 1
 
 
@@ -293,8 +299,9 @@ def test_a_missing_plot_fails(check, name):
     "name, content",
     [
         ("plots/benchmark.png", ""),
-        ("plots/threshold.csv", "threshold,f1\n"),
-        ("plots/train_phase1.tsv", "epoch\tval_auc\n\n"),
+        ("plots/threshold_sweep/plots/custom/threshold.json", "[]\n"),
+        ("plots/evaluate/plots/custom/roc.json", '{"roc": []}\n'),
+        ("plots/train_phase1/plots/metrics/val_auc.tsv", "step\tval_auc\n\n"),
         ("reports/model_card.md", " \n"),
     ],
 )
@@ -305,5 +312,6 @@ def test_an_empty_plot_or_model_card_fails(check, name, content):
 
 def test_the_plots_come_from_dvc_yaml(repo):
     names = check_metrics.report_paths(check_metrics.yaml.safe_load(Path("dvc.yaml").read_text()))
-    assert {"plots/roc.csv", "plots/train_phase1.tsv", "plots/benchmark.png", "reports/model_card.md"} <= set(names)
-    assert not [n for n in names if n.endswith(".json")]
+    drawn = {"plots/evaluate/plots/custom/roc.json", "plots/train_phase1/plots/metrics", "plots/benchmark.png"}
+    assert drawn | {"reports/model_card.md"} <= set(names)
+    assert not [n for n in names if n.startswith("metrics/") or " " in n]  # no metrics, no plot titles

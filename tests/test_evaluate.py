@@ -210,10 +210,12 @@ def test_evaluate_stage_writes_every_output(checkpoint, tmp_path, monkeypatch):
     assert report["test_tp"] + report["test_fp"] + report["test_tn"] + report["test_fn"] == 24
     assert report["test_ece"] != report["test_ece_uncalibrated"]  # the temperature of threshold.json is applied
     assert all(isinstance(v, (int, float)) for v in report.values())
-    with open("plots/subgroups.csv") as f:
-        table = list(csv.DictReader(f))
+    table = json.loads(Path("plots/evaluate/plots/custom/subgroups.json").read_text())
     assert [r["label"] for r in table] == ["all", "age_band=20-39", "race=asian (small)", "race=black", "race=white"]
-    for png in ("evaluation", "gradcam", "errors", "subgroups"):
+    drawn = {p.name for p in Path("plots/evaluate/plots/sklearn").iterdir()}
+    assert drawn == {"precision_recall.json", "calibration.json", "confusion_matrix.json"}
+    assert Path("plots/evaluate/plots/custom/roc.json").is_file()
+    for png in ("gradcam", "errors", "subgroups"):
         assert Path(f"plots/{png}.png").read_bytes().startswith(b"\x89PNG")
     card = Path("reports/model_card.md").read_text()
     assert "`test_efficientnet`" in card and "| asian | 4 |" in card and str(tmp_path) not in card

@@ -487,8 +487,8 @@ def test_a_killed_run_resumed_ends_like_an_uninterrupted_one(artifacts, tmp_path
     killed, full = tmp_path / "killed.csv", tmp_path / "full.csv"
     slowed = (
         "import sys, time; from gclf.deploy import predict; from gclf.cli import main; "
-        "fast = predict.Predictor._predicted; "
-        "predict.Predictor._predicted = lambda *a: (time.sleep(0.1), fast(*a))[1]; main(sys.argv[1:])"
+        "fast = predict.Predictor.predicted; "
+        "predict.Predictor.predicted = lambda *a: (time.sleep(0.1), fast(*a))[1]; main(sys.argv[1:])"
     )
     process = subprocess.Popen([sys.executable, "-c", slowed, "predict", *args, str(killed)])
     deadline = time.monotonic() + 120

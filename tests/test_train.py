@@ -13,14 +13,12 @@ from gclf.model import build_model
 from gclf.params import AugmentParams
 from gclf.train import (
     FitConfig,
-    FitResult,
     adam_plateau,
     adamw_schedule,
     fit,
     freeze_backbone,
     layer_decay_groups,
     progressive_sizes,
-    save_phase,
 )
 from gclf.tta import predict_probs
 
@@ -37,7 +35,7 @@ def toy_data(n, seed):
     return images, labels
 
 
-def phase2_run(epochs, state_path=None, ema_decay=0.0, epoch_sizes=(), model=None, backend="per-image"):
+def phase2_run(epochs, state_path=None, ema_decay=0.0, epoch_sizes=(), model=None, backend="per-image", on_epoch=None):
     """``model``, when given, is the live model the run trains in place (built as here). The per-image
     backend runs without augmentation; the batched one with the default augmentation."""
     torch.manual_seed(0)
@@ -67,6 +65,7 @@ def phase2_run(epochs, state_path=None, ema_decay=0.0, epoch_sizes=(), model=Non
         select_device("cpu", 1),
         state_path=state_path,
         state_key="k",
+        on_epoch=on_epoch,
     )
 
 
@@ -130,8 +129,11 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch, backend):
         return train_epoch(*args, epoch=epoch, **kwargs)
 
     monkeypatch.setattr(train_module, "_train_epoch", record_epoch)
-    resumed = phase2_run(epochs=4, state_path=state, backend=backend)
+    logged = []
+    resumed = phase2_run(epochs=4, state_path=state, backend=backend, on_epoch=lambda *epoch: logged.append(epoch))
     assert trained_epochs == [2, 3]  # epochs 1 and 2 came from the state, not from training again
+    assert [row for row, _ in logged] == full.history  # the saved epochs logged again (DVCLive), then the new ones
+    assert all(images_per_s > 0 for _, images_per_s in logged)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
     assert resumed.history == full.history
     for key, value in full.model.state_dict().items():
@@ -195,15 +197,6 @@ def test_plateau_schedule_cuts_the_rate_when_the_monitor_stalls():
     scheduler.step(0.8)
     scheduler.step(0.7)  # worse, patience 0: cut
     assert [g["lr"] for g in optimizer.param_groups] == [5e-4] * len(optimizer.param_groups)
-
-
-def test_a_phase_of_zero_epochs_replaces_the_curves_of_an_earlier_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "plots").mkdir()
-    (tmp_path / "plots" / "phase.tsv").write_text("epoch\tval_auc\n1\t0.9\n")  # an earlier run's curve
-    save_phase("phase", FitResult(build_model("test_efficientnet", "linear", 0.0)), {"arch": "x"}, "val_auc")
-    assert (tmp_path / "plots" / "phase.tsv").read_text() == "epoch\n"
-    assert (tmp_path / "plots" / "phase.png").stat().st_size > 0
 
 
 DDP_SCRIPT = """

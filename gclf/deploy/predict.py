@@ -296,7 +296,7 @@ class Predictor:
         """A row of :attr:`columns` for ``path``: no prediction yet, ``fields`` filled in."""
         return {**dict.fromkeys(self.columns), "path": path, "label": "", "error": "", **fields}
 
-    def _decode(self, numbered: tuple[int, tuple[str, str]], crops_dir: str | None) -> Decoded:
+    def decode(self, numbered: tuple[int, tuple[str, str]], crops_dir: str | None) -> Decoded:
         """The rows of input number ``numbered[0]``, each with the pixels to classify (None on error)."""
         number, (path, error) = numbered
         if error:
@@ -370,7 +370,7 @@ class Predictor:
             # Set around the whole pool, since warning filters are global.
             bomb = "ignore" if self.detector else "error"
             warnings.simplefilter(bomb, Image.DecompressionBombWarning)  # type: ignore[arg-type]
-            decode = lambda entry: self._decode(entry, None if crops_dir is None else os.fspath(crops_dir))  # noqa: E731
+            decode = lambda entry: self.decode(entry, None if crops_dir is None else os.fspath(crops_dir))  # noqa: E731
             for decoded in decoded_in_order(numbered, decode, pool, ahead=2 * self.batch_size):
                 for row, pixels in decoded:
                     rows.append(row)
@@ -378,12 +378,12 @@ class Predictor:
                         batch.append((row, pixels))
                 bar.update()
                 if len(rows) >= self.batch_size:
-                    yield self._predicted(rows, batch)
+                    yield self.predicted(rows, batch)
                     rows, batch = [], []
             if rows:
-                yield self._predicted(rows, batch)
+                yield self.predicted(rows, batch)
 
-    def _predicted(self, rows: list[Row], batch: list[tuple[Row, np.ndarray]]) -> list[Row]:
+    def predicted(self, rows: list[Row], batch: list[tuple[Row, np.ndarray]]) -> list[Row]:
         """``rows``, with the images of ``batch`` (row, pixels), which are among them, predicted."""
         if batch:
             probs = self.probabilities(np.stack([pixels for _, pixels in batch]))

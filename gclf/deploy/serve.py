@@ -198,14 +198,14 @@ class Service:
         with tempfile.NamedTemporaryFile(prefix="gclf-serve-") as f:
             f.write(data)
             f.flush()
-            decoded = self.predictor._decode((0, (f.name, "")), None)
+            decoded = self.predictor.decode((0, (f.name, "")), None)
         for row, _ in decoded:
             row["path"] = name
         return decoded
 
     def predict_batch(self, items: list[tuple[Row, np.ndarray]]) -> None:
         """Fill in the probability and label of each row, in one model call (in the batcher's thread)."""
-        self.predictor._predicted([row for row, _ in items], items)
+        self.predictor.predicted([row for row, _ in items], items)
 
     async def predict(self, uploads: list[tuple[str, bytes]]) -> list[Row]:
         """The rows of ``uploads`` (name, bytes), in order; :class:`ServeError` when any cannot be used."""
