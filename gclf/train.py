@@ -56,6 +56,7 @@ class FitConfig:
     ema_decay: float = 0.0  # 0 = off
     early_stop_patience: int = 0  # 0 = off
     freeze_backbone: bool = False  # phase 1: backbone weights and BatchNorm statistics stay fixed
+    cpu_bf16: bool = False  # bfloat16 autocast on the CPU too (CUDA always trains under autocast)
     weighted_sampler: bool = False
     num_workers: int = 0
     epoch_sizes: tuple[int, ...] = ()  # progressive resizing: training image size per epoch; () = as decoded
@@ -280,7 +281,7 @@ def _train_epoch(
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """One pass over ``loader``: per batch, copy to the device, augment there (``batch_augment``, when
     the loader gives uint8), resize to the epoch's size, forward through ``ddp`` (under autocast on
-    CUDA), backward (scaled for float16), clip, step the optimiser, update the EMA and step
+    CUDA, and on the CPU with ``cfg.cpu_bf16``), backward (scaled for float16), clip, step the optimiser, update the EMA and step
     ``batch_scheduler`` (None when the schedule steps per epoch). With a ``distiller`` the batches
     carry the teacher's targets, and the loss distils them (:meth:`gclf.distill.Distiller.loss`).
 
@@ -297,11 +298,11 @@ def _train_epoch(
         if cfg.epoch_sizes and cfg.epoch_sizes[epoch] != x.shape[-1]:
             x = F.interpolate(x, size=cfg.epoch_sizes[epoch], mode="bilinear", antialias=True)
         if distiller is None:
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda or cfg.cpu_bf16):
                 logits = ddp(x).float()
             loss = loss_fn(logits, y)
         else:
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda or cfg.cpu_bf16):
                 logits, pooled = student_forward(model, x)
             loss = distiller.loss(logits.float(), pooled, y, teacher[0].to(device), loss_fn)
         optimizer.zero_grad(set_to_none=True)
@@ -490,7 +491,7 @@ def fit(
     # Channels-last convolutions: on this 2-core CPU 1.6x the training throughput of NCHW
     # (EfficientNet-B0, 64 px, batch 64); on GPUs the layout tensor cores want.
     model.to(memory_format=torch.channels_last)
-    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = torch.float16 if cuda and not torch.cuda.is_bf16_supported() else torch.bfloat16  # CPU: bf16 only
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     ema = (

@@ -21,6 +21,7 @@ def main(p):
         probe_c=p.distill.probe_c,
         criterion=p.threshold.metric,
         thresholds=np.linspace(p.threshold.min, p.threshold.max, p.threshold.steps),
+        kind=p.distill.teacher,
         workers=p.threads or os.cpu_count() or 1,  # dlib computes holding Python's lock: processes
     )
     write_json("metrics/teacher.json", {"teacher_enabled": 1, **metrics})

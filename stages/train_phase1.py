@@ -42,6 +42,7 @@ def main(p):
         freeze_backbone=True,
         weighted_sampler=p.data.weighted_sampler,
         num_workers=p.data.num_workers,
+        cpu_bf16=p.cpu_bf16,
     )
     inputs = ["data/splits/train.csv", "data/splits/val.csv"] + (["data/teacher/teacher.json"] if distiller else [])
     result = run_phase(

@@ -44,6 +44,7 @@ def main(p):
         early_stop_patience=p.phase2.early_stop_patience,
         weighted_sampler=p.data.weighted_sampler,
         num_workers=p.data.num_workers,
+        cpu_bf16=p.cpu_bf16,
         epoch_sizes=progressive_sizes(p.phase2.start_size, p.data.image_size, p.phase2.epochs),
     )
     inputs = ["data/splits/train.csv", "data/splits/val.csv", "models/train_phase1.pt"]

