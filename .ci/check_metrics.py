@@ -198,7 +198,12 @@ def benchmark_failures(path: str = "metrics/benchmark.json") -> list[str]:
     """Static INT8 must beat FP32 eager in speed and size on any machine."""
     if not Path(path).is_file():
         return [f"{path}: missing"]
-    bench = json.loads(Path(path).read_text())
+    return int8_lead_failures(json.loads(Path(path).read_text()), path)
+
+
+def int8_lead_failures(bench: dict, path: str) -> list[str]:
+    """The failures of :func:`benchmark_failures` in ``bench``, the content of the benchmark file ``path``
+    (also .ci/check_regression.py's rule for the committed file)."""
     speedups = {k: v for k, v in bench.items() if k.startswith(SPEEDUP_PREFIX)}
     failures = [f"{path}: no {SPEEDUP_PREFIX}* key"] if not speedups else []
     failures += [f"{path}:{k}: {v} (static INT8 not faster than FP32 eager)" for k, v in speedups.items() if v <= 1]
