@@ -281,9 +281,10 @@ def _train_epoch(
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """One pass over ``loader``: per batch, copy to the device, augment there (``batch_augment``, when
     the loader gives uint8), resize to the epoch's size, forward through ``ddp`` (under autocast on
-    CUDA, and on the CPU with ``cfg.cpu_bf16``), backward (scaled for float16), clip, step the optimiser, update the EMA and step
-    ``batch_scheduler`` (None when the schedule steps per epoch). With a ``distiller`` the batches
-    carry the teacher's targets, and the loss distils them (:meth:`gclf.distill.Distiller.loss`).
+    CUDA, and on the CPU with ``cfg.cpu_bf16``), backward (scaled for float16), clip, step the
+    optimiser, update the EMA and step ``batch_scheduler`` (None when the schedule steps per epoch).
+    With a ``distiller`` the batches carry the teacher's targets, and the loss distils them
+    (:meth:`gclf.distill.Distiller.loss`).
 
     Returns the logits and labels of the images trained on, and their summed loss.
     """
@@ -304,7 +305,8 @@ def _train_epoch(
         else:
             with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda or cfg.cpu_bf16):
                 logits, pooled = student_forward(model, x)
-            loss = distiller.loss(logits.float(), pooled, y, teacher[0].to(device), loss_fn)
+            logits = logits.float()  # bfloat16 under CPU autocast; the epoch's scores want float32
+            loss = distiller.loss(logits, pooled, y, teacher[0].to(device), loss_fn)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip:
