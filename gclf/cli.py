@@ -158,6 +158,7 @@ def predict_command(args: argparse.Namespace) -> None:
 
     from tqdm import tqdm
 
+    from gclf.deploy.output_file import check_and_record_settings, output_lock, run_settings
     from gclf.deploy.predict import Inputs, Tally, output_format, resume_output, selected, write_rows
 
     if args.save_crops and not args.detect_faces:
@@ -166,21 +167,24 @@ def predict_command(args: argparse.Namespace) -> None:
         raise UserError("--resume needs --out FILE: the rows of the run to resume")
     if args.out:
         output_format(args.out, args.resume)  # a wrong name stops before the model loads, not after the run
-    predictor = load_predictor(args, args.batch_size)
-    done, kept = resume_output(args.out, predictor.columns) if args.resume else (Counter(), Tally())
-    inputs, new = Inputs(args.paths), Tally()
+    with output_lock(args.out):  # a second writer of --out stops here, before its model loads
+        predictor = load_predictor(args, args.batch_size)
+        if args.out:  # before resume_output cuts the file: a run of other settings must not touch it
+            check_and_record_settings(args.out, run_settings(predictor, args.shard), args.resume)
+        done, kept = resume_output(args.out, predictor.columns) if args.resume else (Counter(), Tally())
+        inputs, new = Inputs(args.paths), Tally()
 
-    def counted(chunks):
-        for rows in chunks:
-            for row in rows:
-                new.add(row)
-                if row["error"]:
-                    tqdm.write(f"failed: {row['path']}: {row['error']}", file=sys.stderr)
-            yield rows
+        def counted(chunks):
+            for rows in chunks:
+                for row in rows:
+                    new.add(row)
+                    if row["error"]:
+                        tqdm.write(f"failed: {row['path']}: {row['error']}", file=sys.stderr)
+                yield rows
 
-    start = time.perf_counter()
-    chunks = predictor.stream(inputs, progress=True, crops_dir=args.save_crops, keep=selected(args.shard, done))
-    write_rows(counted(chunks), args.out, predictor.columns, append=args.resume)
+        start = time.perf_counter()
+        chunks = predictor.stream(inputs, progress=True, crops_dir=args.save_crops, keep=selected(args.shard, done))
+        write_rows(counted(chunks), args.out, predictor.columns, append=args.resume)
     report_predictions(args, predictor, kept, new, time.perf_counter() - start, inputs.skipped)
 
 

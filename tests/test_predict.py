@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -411,6 +412,12 @@ def predict_cli(*args: str | Path) -> int:
     return run_cli(["predict", *map(str, args), "--threads", "1", "--batch-size", "2"])
 
 
+def cut_copy(full: Path, copy: Path, text: str) -> None:
+    """``copy`` as a killed run of ``full`` would have left it: ``text``, and ``full``'s recorded settings."""
+    copy.write_text(text)
+    shutil.copy(f"{full}.meta.json", f"{copy}.meta.json")
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_resume_after_a_torn_line_gives_the_rows_of_an_uninterrupted_run(artifacts, photos, tmp_path, suffix, capsys):
     inputs = [*photos, tmp_path / "missing.jpg", photos[0]]  # an error row, and a path listed twice
@@ -419,7 +426,7 @@ def test_resume_after_a_torn_line_gives_the_rows_of_an_uninterrupted_run(artifac
     assert predict_cli(*inputs, *model, "--out", full) == EXIT_SOME_INPUTS_FAILED
     text = full.read_text()
     torn = text.index("\n", text.index(photos[0], len(text) // 2)) - 5  # in the row of the second photos[0]
-    resumed.write_text(text[:torn])
+    cut_copy(full, resumed, text[:torn])
     assert predict_cli(*inputs, *model, "--out", resumed, "--resume") == EXIT_SOME_INPUTS_FAILED
     assert resumed.read_text() == text
     err = capsys.readouterr().err
@@ -439,7 +446,7 @@ def test_resume_between_two_faces_of_a_photo_does_the_photo_again(artifacts, pho
     assert predict_cli(*command, full) == 0
     lines = full.read_text().splitlines(keepends=True)
     assert [line.split(",")[1] for line in lines[7:10]] == ["0", "1", "2"]  # the third photo's faces
-    resumed.write_text("".join(lines[:9]))  # killed after its second face
+    cut_copy(full, resumed, "".join(lines[:9]))  # killed after its second face
     assert predict_cli(*command, resumed, "--resume") == 0
     assert resumed.read_text() == full.read_text()
 
@@ -453,7 +460,10 @@ def test_resume_refuses_other_rows_and_outputs_it_cannot_add_to(artifacts, photo
     assert predict_cli(photos[0], *faces) == EXIT_USER_ERROR  # no --out
     err = capsys.readouterr().err
     assert err.count("error: --resume") == 3 and "Traceback" not in err
-    assert f"{plain} holds other than rows of path,face," in err
+    assert f"{plain} was predicted with columns path,probability,label,error (now path,face," in err
+    plain.write_text("path,face,x\n")  # rows of other columns under the same settings
+    assert predict_cli(photos[0], "--model", artifacts["pt"], "--resume", "--out", plain) == EXIT_USER_ERROR
+    assert f"{plain} holds other than rows of path,probability,label,error" in capsys.readouterr().err
 
 
 def test_shards_split_the_inputs_exactly_once(fp32, photos, tmp_path):

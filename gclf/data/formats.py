@@ -8,6 +8,7 @@ that does not parse) are rejected with a reason; a layout it cannot read raises 
 from __future__ import annotations
 
 import csv
+import fnmatch
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ from typing import Callable, Iterator
 from gclf.data.manifest import DataError, Record, Rejected
 from gclf.synthetic import make_synthetic
 
+GLOB_CHARACTERS = "*?["  # a path with one of them, naming no file, is a glob (glob_files)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")  # GIF: its first frame
 CLASS_NAMES = {
     **dict.fromkeys(("male", "males", "man", "men", "m"), 0),
@@ -50,12 +52,67 @@ def image_files(folder: str) -> list[str]:
     return [path for path in visible_files(folder) if is_image_name(path)]
 
 
-def walk_files(folder: str) -> Iterator[str]:
-    """Every file under ``folder`` (recursive, sorted, hidden entries skipped), joined onto it as given,
-    one directory's listing in memory at a time."""
+def walk_files(folder: str, descend: Callable[[str], bool] | None = None) -> Iterator[str]:
+    """Every file under ``folder`` (recursive, sorted, hidden entries skipped, symlinked folders not
+    followed: a loop cannot trap the walk), joined onto it as given, one directory's listing in memory
+    at a time. ``descend(path)`` False skips a folder below ``folder`` (a glob prunes with it)."""
     for parent, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        visible = (d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in visible if descend is None or descend(os.path.join(parent, d)))
         yield from (os.path.join(parent, f) for f in sorted(files) if not f.startswith("."))
+
+
+def glob_files(pattern: str) -> Iterator[str]:
+    """The files the glob ``pattern`` names, each once, in :func:`walk_files` order and by its rule
+    (hidden entries skipped, symlinked folders not followed): those whose path, or a folder above it,
+    the pattern matches (``*``, ``?`` and ``[...]`` within a name, ``**`` any number of folders), so a
+    matched folder gives all its files, as a folder argument would. The walk starts at the pattern's
+    last folder before its first wildcard and enters only folders that can still match."""
+    parts = pattern.split(os.sep)
+    literal = next(i for i, part in enumerate(parts) if any(c in part for c in GLOB_CHARACTERS))
+    root = os.sep.join(parts[:literal]) or (os.sep if pattern.startswith(os.sep) else "")
+    segments = parts[literal:]
+    folders_only = segments[-1] == ""  # "p/*/" names folders only, as glob reads it
+    if folders_only:
+        segments.pop()
+    start = root or os.curdir
+    if not os.path.isdir(start):
+        return
+
+    def match(path: str, is_folder: bool) -> tuple[bool, bool]:
+        """(the pattern matches ``path`` or a folder above it, it could still match below ``path``)"""
+        names = os.path.relpath(path, start).split(os.sep)
+        states = glob_states({0}, segments)
+        hit = len(segments) in states  # only "**" segments: the start folder itself matches
+        for depth, name in enumerate(names, 1):
+            states = glob_step(states, name, segments)
+            named = depth < len(names) or is_folder or not folders_only
+            hit = hit or (named and len(segments) in states)
+        return hit, hit or bool(states)
+
+    cut = 0 if root else len(os.curdir + os.sep)  # "*.jpg" gives "a.jpg", as glob does, not "./a.jpg"
+    for path in walk_files(start, descend=lambda folder: match(folder, True)[1]):
+        if match(path, False)[0]:
+            yield path[cut:]
+
+
+def glob_step(states: set[int], name: str, segments: list[str]) -> set[int]:
+    """The glob states (how many ``segments`` are matched) after one more path name: a ``**`` keeps
+    its state, any other segment moves on past a name it matches."""
+    pending = [i for i in states if i < len(segments)]
+    stay = {i for i in pending if segments[i] == "**"}
+    moved = {i + 1 for i in pending if segments[i] != "**" and fnmatch.fnmatchcase(name, segments[i])}
+    return glob_states(stay | moved, segments)
+
+
+def glob_states(states: set[int], segments: list[str]) -> set[int]:
+    """``states`` and those a ``**`` that matches no folder leads to."""
+    result = set(states)
+    for i in states:
+        while i < len(segments) and segments[i] == "**":
+            i += 1
+            result.add(i)
+    return result
 
 
 def visible_files(folder: str) -> list[str]:

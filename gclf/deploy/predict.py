@@ -13,7 +13,6 @@ memory stays bounded for any number of inputs; a killed run is resumed from its 
 from __future__ import annotations
 
 import csv
-import glob
 import hashlib
 import itertools
 import json
@@ -34,7 +33,7 @@ from tqdm import tqdm
 
 from gclf.artifact import DYNAMIC_INT8, read_artifact_meta
 from gclf.data import WORKERS
-from gclf.data.formats import IMAGE_EXTENSIONS, is_image_name, walk_files
+from gclf.data.formats import GLOB_CHARACTERS, IMAGE_EXTENSIONS, glob_files, is_image_name, walk_files
 from gclf.data.images import decode_image
 from gclf.data.manifest import DataError
 from gclf.detect import DEFAULT_MAX_FACES, DEFAULT_MIN_FACE_SIZE, Face, FaceDetector, face_crop
@@ -52,7 +51,6 @@ NO_FACE = "no face found"
 DEFAULT_THRESHOLD = 0.5  # for checkpoints that carry no tuned threshold (models/train_phase2.pt)
 DEFAULT_TTA_VIEWS = ("identity", "hflip")  # for artifacts that do not record their TTA views
 PROGRESS_DELAY_S = 2.0  # the progress bar appears only on runs longer than this
-GLOB_CHARACTERS = "*?["
 
 Row = dict[str, Any]
 Decoded = list[tuple[Row, "np.ndarray | None"]]  # one decoded input: its rows, each with the pixels to classify
@@ -69,9 +67,10 @@ class Inputs:
 
     A file is used as given (a ``.csv`` is a list of paths, :func:`csv_inputs`); folders (recursively)
     and globs contribute the files with an image extension (:data:`gclf.data.formats.IMAGE_EXTENSIONS`).
-    Folders are walked one directory at a time and CSVs read a line at a time, so a million inputs
-    are never all in memory. ``skipped`` counts, so far, the files that folders and globs left out
-    for their extension.
+    Folders, and globs (:func:`gclf.data.formats.glob_files`: each file once, by the folder walk's
+    rule, symlinked folders not followed), are walked one directory at a time and CSVs read a line
+    at a time, so a million inputs are never all in memory. ``skipped`` counts, so far, the files
+    that folders and globs left out for their extension.
     """
 
     def __init__(self, items: str | os.PathLike | Iterable[str | os.PathLike]):
@@ -90,9 +89,7 @@ class Inputs:
         elif os.path.exists(item):
             yield from csv_inputs(item) if item.lower().endswith(".csv") else [(item, "")]
         elif any(c in item for c in GLOB_CHARACTERS):
-            matches = sorted(glob.glob(item, recursive=True))
-            files = (path for match in matches for path in (walk_files(match) if os.path.isdir(match) else [match]))
-            yield from or_else(self.images(files), (item, "no image matches this pattern"))
+            yield from or_else(self.images(glob_files(item)), (item, "no image matches this pattern"))
         else:
             yield item, "no such file or folder"
 
