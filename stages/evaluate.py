@@ -4,22 +4,18 @@ Grad-CAM maps and the most confident mistakes, and write the model card."""
 
 import os
 
+import numpy as np
 import torch
 
 from gclf.data.images import load_split
 from gclf.device import select_device
-from gclf.faces.targets import teacher_baseline
+from gclf.evaluate.peers import score_peer
+from gclf.evaluate.scoring import score
+from gclf.faces.targets import teacher_test_probs
 from gclf.gradcam import cam_cases, grad_cam
 from gclf.io import read_json, write_json, write_text
 from gclf.live import log_evaluation, log_rows, open_live
-from gclf.metrics import (
-    audit_scalars,
-    binary_metrics,
-    bootstrap_ci,
-    expected_calibration_error,
-    most_confident,
-    subgroup_audit,
-)
+from gclf.metrics import expected_calibration_error, most_confident
 from gclf.model import CLASSES, load_model
 from gclf.modelcard import render_model_card
 from gclf.outputs import verified
@@ -43,22 +39,25 @@ def main(p):
         prefix: view_logits(model, images, views=v, device=device) for prefix, v in inference_views(p.tta.views).items()
     }
     probs_by = {prefix: probs_from_logits(rows, temperature) for prefix, rows in logits.items()}
-    report = {}
-    for prefix, probs in probs_by.items():
-        threshold = thresholds[f"{prefix}threshold"]
-        report.update({f"{prefix}test_{k}": v for k, v in binary_metrics(labels, probs, threshold).items()})
+    image_meta = [r.meta for r in records]
+    scoring = dict(bootstrap=p.evaluate.bootstrap, seed=p.seed, min_group_size=p.evaluate.min_group_size)
+    report, audit = {}, {}
+    for prefix, probs in probs_by.items():  # the subgroup audit of plain inference only
+        scores = score(
+            labels,
+            probs,
+            thresholds[f"{prefix}threshold"],
+            image_meta if not prefix else [{}] * len(image_meta),
+            **scoring,
+        )
+        report.update(scores.flat(f"{prefix}test_", prefix))
         report[f"{prefix}test_ece_uncalibrated"] = expected_calibration_error(labels, probs_from_logits(logits[prefix]))
-        for name, (lo, hi) in bootstrap_ci(
-            labels, probs, threshold, resamples=p.evaluate.bootstrap, seed=p.seed
-        ).items():
-            report.update({f"{prefix}test_{name}_ci_low": lo, f"{prefix}test_{name}_ci_high": hi})
+        audit = audit or scores.audit
 
     # Curves, subgroups, galleries and Grad-CAM describe plain inference, the results the card reports first.
     probs, threshold = probs_by[""], thresholds["threshold"]
     live = open_live("evaluate")
     log_evaluation(live, labels, probs, threshold, CLASSES)
-    audit = subgroup_audit(labels, probs, threshold, [r.meta for r in records], p.evaluate.min_group_size)
-    report.update(audit_scalars(audit))
     overall = {"count": len(labels), "accuracy": report["test_accuracy"], "f1": report["test_f1"]}
     rows = subgroup_rows(audit, overall)
     title = f"test split by metadata group, threshold {threshold:.2f}"
@@ -87,10 +86,20 @@ def main(p):
         heatmaps=cams.numpy(),
     )
 
-    teacher_audit = None
-    if p.distill.enabled:  # the teacher's probe on the same test images, as a baseline
-        scalars, teacher_audit = teacher_baseline(labels, [r.meta for r in records], p.evaluate.min_group_size)
-        report.update(scalars)
+    baselines = {}  # the teacher and the peers on the same test images, each at its own threshold
+    if p.distill.enabled:
+        teacher_probs, teacher_threshold = teacher_test_probs()
+        ok = np.isfinite(teacher_probs)
+        kept = [m for m, keep in zip(image_meta, ok) if keep]
+        scores = score(labels[ok], teacher_probs[ok], teacher_threshold, kept, **scoring)
+        report.update(scores.flat("teacher_test_", "teacher_", ("accuracy", "balanced_accuracy", "f1", "roc_auc")))
+        report.update(teacher_test_scored=int(ok.sum()), teacher_threshold=teacher_threshold)
+        baselines["teacher"] = scores.audit
+    if p.evaluate.peers:
+        peer = score_peer([r.path for r in records], labels, image_meta, **scoring)
+        if peer is not None:
+            report.update(peer[0])
+            baselines["age_gender"] = peer[1]
 
     write_json("metrics/eval.json", report, first=HEADLINE)
     card = render_model_card(
@@ -102,7 +111,7 @@ def main(p):
         thresholds,
         report,
         audit,
-        teacher_audit,
+        baselines,
     )
     write_text("reports/model_card.md", card)
 

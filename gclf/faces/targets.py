@@ -73,29 +73,8 @@ def load_targets(
     return probs, embeddings
 
 
-def teacher_baseline(
-    labels: np.ndarray,
-    meta: list[dict[str, str]],
-    min_count: int,
-    splits_dir: str = SPLITS_DIR,
-    teacher_dir: str = TEACHER_DIR,
-) -> tuple[dict[str, float], dict]:
-    """The teacher's probe scored on the test split as a baseline, at its threshold chosen on
-    validation, on the faces it embedded: (flat ``teacher_*`` metrics, its subgroup audit)."""
-    from gclf.metrics import audit_scalars, binary_metrics, subgroup_audit
-
+def teacher_test_probs(splits_dir: str = SPLITS_DIR, teacher_dir: str = TEACHER_DIR) -> tuple[np.ndarray, float]:
+    """The teacher's P(female) of each test image (NaN: not scored) and its threshold, chosen on
+    validation: what the evaluate stage scores beside the student as a baseline."""
     probs, _ = load_targets("test", splits_dir, teacher_dir)
-    threshold = read_summary(teacher_dir)["threshold"]
-    ok = np.isfinite(probs)
-    labels = np.asarray(labels)[ok]
-    kept = [m for m, keep in zip(meta, ok) if keep]
-    scores = binary_metrics(labels, probs[ok], threshold)
-    audit = subgroup_audit(labels, probs[ok], threshold, kept, min_count)
-    scalars = {
-        **{f"teacher_test_{k}": scores[k] for k in ("accuracy", "balanced_accuracy", "f1", "roc_auc")},
-        "teacher_test_embedded": int(ok.sum()),
-        "teacher_test_not_embedded": int((~ok).sum()),
-        "teacher_threshold": float(threshold),
-        **{f"teacher_{k}": v for k, v in audit_scalars(audit).items()},
-    }
-    return scalars, audit
+    return probs, float(read_summary(teacher_dir)["threshold"])

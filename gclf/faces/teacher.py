@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
-from PIL import Image, ImageOps
 
-from gclf.data.images import to_rgb
+from gclf.data.images import read_rgb
 from gclf.data.manifest import SPLITS_DIR, Record, read_manifest
 from gclf.errors import UserError
 from gclf.faces.align import inset_box
@@ -50,7 +49,6 @@ INSTALL = 'pip install -e ".[teacher]"'
 MIN_SIDE = 32  # px: a smaller image has too little face for the 150 px chip; it counts as not embedded
 LANDMARKS = "shape_predictor_5_face_landmarks.dat"
 RESNET = "dlib_face_recognition_resnet_model_v1.dat"
-CHUNK = 256  # images per round: bounds what waits in memory between reading and writing
 
 Embed = Callable[[np.ndarray], "np.ndarray | None"]  # RGB uint8 (H, W, 3) -> 128-D, or None: not embedded
 
@@ -99,17 +97,8 @@ class Teacher:
         return descriptor if descriptor.shape == (EMBED_DIM,) and np.isfinite(descriptor).all() else None
 
 
-def read_face(path: str) -> np.ndarray | None:
-    """The file as RGB uint8 at its own size (EXIF orientation applied), or None when unreadable."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(to_rgb(ImageOps.exif_transpose(image)))
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-
-
 def embed_file(embed: Embed, path: str) -> np.ndarray | None:
-    rgb = read_face(path)
+    rgb = read_rgb(path)
     return None if rgb is None else embed(rgb)
 
 
@@ -185,14 +174,6 @@ def probe_probs(probe, embeddings_: np.ndarray) -> np.ndarray:
     return probs
 
 
-def peer_probs(peer: Callable[[list], np.ndarray], paths: list[str], desc: str) -> np.ndarray:
-    """The gender CNN's P(female) per file, read and scored :data:`CHUNK` files at a time (NaN: unreadable)."""
-    probs = np.full(len(paths), np.nan, np.float32)
-    for start in progress(range(0, len(paths), CHUNK), desc, total=-(-len(paths) // CHUNK), unit="chunk", every=20):
-        probs[start : start + CHUNK] = peer([read_face(p) for p in paths[start : start + CHUNK]])
-    return probs
-
-
 def mean_logit(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Two teachers' P(female) combined by the mean of their logits; where one is NaN, the other's."""
     a, b = (np.log(np.clip(p, 1e-6, 1 - 1e-6)) - np.log1p(-np.clip(p, 1e-6, 1 - 1e-6)) for p in (first, second))
@@ -210,7 +191,7 @@ def run_teacher(
     out_dir: str = TEACHER_DIR,
     embed: Embed | None = None,
     workers: int = 1,
-    peer: Callable[[list], np.ndarray] | None = None,
+    peer: AgeGenderCNN | None = None,
 ) -> dict:
     """Score every split image (in manifest order) with the ``kind`` teacher (``dlib``: embed, fit the
     probe on train; ``age_gender``: the gender CNN; ``both``), write each split's embeddings (NaN
@@ -231,13 +212,14 @@ def run_teacher(
     vectors = {}
     for split in SPLITS:
         stream = embeddings(paths[split], embed, workers) if uses_dlib else iter([None] * len(paths[split]))
-        vectors[split] = write_embeddings(embeddings_path(split, out_dir), stream, len(paths[split]), f"teacher {split}")
+        out = embeddings_path(split, out_dir)
+        vectors[split] = write_embeddings(out, stream, len(paths[split]), f"teacher {split}")
     probe = fit_probe(vectors["train"], labels["train"], seed, probe_c) if uses_dlib else None
     metrics: dict[str, float] = {}
     for split in SPLITS:
         probs = probe_probs(probe, vectors[split]) if uses_dlib else None
         if uses_peer:
-            cnn = peer_probs(peer, paths[split], f"teacher {split} (gender CNN)")
+            cnn = peer.files(paths[split], f"teacher {split} (gender CNN)")
             probs = cnn if probs is None else mean_logit(probs, cnn)
         save_npy(probs_path(split, out_dir), probs)
         metrics[f"teacher_{split}_not_embedded"] = int(np.isnan(probs).sum())
