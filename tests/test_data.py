@@ -348,6 +348,8 @@ def test_utkface_duplicates_and_bad_names_in_a_tiny_folder(tmp_path):
     ]
 
 
+# The real folder is not in CI: test_utkface_duplicates_and_bad_names_in_a_tiny_folder runs the same
+# checks (checked_utkface_split, counts, the bad names) on a folder with every case the real one has.
 @pytest.mark.skipif(not UTKFACE.is_dir(), reason="real UTKFace folder not present")
 def test_real_utkface_split_matches_its_files_and_the_documented_counts(tmp_path):
     summary, reasons = checked_utkface_split(UTKFACE, tmp_path)

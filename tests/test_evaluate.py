@@ -16,6 +16,7 @@ from PIL import Image
 from test_quantize import with_batchnorm_statistics
 
 from gclf.cli import main
+from gclf.data.images import load_images
 from gclf.data.manifest import DataError
 from gclf.deploy.predict import Predictor
 from gclf.external import scan_labelled
@@ -28,6 +29,7 @@ from gclf.metrics import (
     subgroup_audit,
     subgroup_metrics,
 )
+from gclf.model import load_model
 from gclf.modelcard import render_model_card
 from gclf.params import EvaluateParams, Params
 
@@ -182,9 +184,17 @@ def test_evaluate_stage_writes_every_output(checkpoint, tmp_path, monkeypatch):
         csv.writer(f, lineterminator="\n").writerows([["path", "label", "sha1", "age", "age_band", "race"], *rows])
     Path("models").mkdir()
     Path("models/train_phase2.pt").write_bytes(checkpoint.read_bytes())
+    # the scores by hand: the model's probabilities at the temperature, and a threshold between the
+    # two middle ones, so that 12 images fall each side and the accuracy depends on which ones
+    model = load_model(checkpoint)[0].eval()
+    labels = np.array([row[1] for row in rows])
+    with torch.no_grad():
+        logits = model(load_images([row[0] for row in rows], SIZE).float() / 255)
+    probs = torch.sigmoid(logits / THRESHOLDS["temperature"]).double().numpy()
+    middle = float(np.sort(probs)[11:13].mean())
     Path("metrics").mkdir()
     for name, content in (
-        ("threshold", THRESHOLDS),
+        ("threshold", {**THRESHOLDS, "threshold": middle, "tta_threshold": 0.99}),
         ("data", DATA),
         ("train_phase1", PHASE),
         ("train_phase2", PHASE),
@@ -204,6 +214,9 @@ def test_evaluate_stage_writes_every_output(checkpoint, tmp_path, monkeypatch):
 
     report = json.loads(Path("metrics/eval.json").read_text())
     assert list(report)[:4] == ["test_accuracy", "test_roc_auc", "test_f1", "test_ece"]  # dvc exp show's first columns
+    expected = binary_metrics(labels, probs, middle)
+    for name in ("accuracy", "roc_auc", "f1", "tp", "fp", "tn", "fn"):
+        assert report[f"test_{name}"] == pytest.approx(expected[name], abs=1e-4), name
     assert report["group_race_asian_count"] == 4 and report["group_race_asian_small"] == 1
     assert report["group_race_white_small"] == 0 and "group_race_accuracy_gap" in report
     assert "group_age_20_count" not in report and report["group_age_band_20-39_count"] == 24  # bands, not ages

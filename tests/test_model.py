@@ -28,11 +28,21 @@ def test_mlp_head_is_the_reference_head():
     assert [type(m).__name__ for m in head] == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
 
 
-def test_normalisation_is_inside_the_model():
-    model = build_model(ARCH, "linear", 0.0).eval()
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # timm's default, test_efficientnet's
+
+
+@pytest.mark.parametrize(
+    "arch, mean, std", [(ARCH, *IMAGENET), ("tf_efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]
+)
+def test_normalisation_is_inside_the_model_with_the_archs_mean_and_std(arch, mean, std):
+    """The weights' own input statistics (TensorFlow's Lite checkpoints: 0.5 and 0.5), applied by forward."""
+    model = build_model(arch, "linear", 0.0).eval()
+    expected_mean, expected_std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    assert torch.equal(model.normalize.mean, expected_mean) and torch.equal(model.normalize.std, expected_std)
     x = torch.rand(2, 3, 32, 32)
-    mean, std = model.normalize.mean, model.normalize.std
-    assert torch.allclose(model(x), model.head(model.backbone((x - mean) / std)).squeeze(1))
+    with torch.no_grad():
+        by_hand = model.head(model.backbone((x - expected_mean) / expected_std)).squeeze(1)
+        assert torch.allclose(model(x), by_hand)
 
 
 def test_unknown_arch_and_head_are_user_errors():

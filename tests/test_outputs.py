@@ -3,6 +3,7 @@ whose files come from two runs; files of the user's own (no manifest lists them)
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -87,7 +88,9 @@ def test_a_stage_that_stops_midway_leaves_its_set_refused(repo):
 def test_a_stage_reads_its_own_new_files_while_it_writes_them(repo):
     with output_set("make"):
         write_all("run1")
-        verified("models/a.bin")  # the quantize stage scores the artifacts it has just written
+        assert read_json("models/make.manifest.json")["complete"] is False  # what other readers refuse
+        # the quantize stage scores the artifacts it has just written
+        assert verified("models/a.bin") == Path("models/a.bin")
 
 
 def test_a_file_from_another_run_is_refused_naming_it(repo):
@@ -112,10 +115,13 @@ def test_a_file_in_a_folder_out_is_checked_by_the_manifest_one_folder_up(repo):
 def test_a_file_no_manifest_lists_is_read_as_it_is(repo):
     with output_set("make"):
         write_all("run1")
+    write_text("models/b.bin", "from another run")  # the set beside it is mixed: its own files are refused
     write_text("models/mine.bin", "the user's own model")
-    verified("models/mine.bin")
+    assert verified("models/mine.bin") == Path("models/mine.bin")
     write_text("elsewhere/model.pt", "no manifest here")
-    verified("elsewhere/model.pt")
+    assert verified("elsewhere/model.pt") == Path("elsewhere/model.pt")
+    with pytest.raises(IncompleteOutputs, match="b.bin differs"):
+        verified("models/a.bin")
 
 
 def test_an_out_the_stage_did_not_write_keeps_the_set_pending(repo, capsys):

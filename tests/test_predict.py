@@ -211,7 +211,10 @@ def test_every_artifact_kind_predicts_the_same(artifacts, photos):
     }
     np.testing.assert_allclose(probs["onnx"], probs["pt"], atol=1e-4)
     np.testing.assert_allclose(probs["dynamic"], probs["pt"], atol=0.02)  # INT8 Linear layers only
-    assert np.abs(probs["xml"] - probs["pt"]).max() < 0.1  # the whole network in INT8, tiny layers
+    # the whole network in INT8: at most 0.033 apart here (AMD EPYC, OpenVINO 2026.4.1), where
+    # the probabilities span 0.14; an input flipped, in BGR or unscaled moved one by 0.095 to 0.13
+    assert np.abs(probs["xml"] - probs["pt"]).max() < 0.05
+    assert np.corrcoef(probs["xml"], probs["pt"])[0, 1] > 0.9  # 0.96; those input bugs: 0.26 or less
     assert not np.array_equal(probs["xml"], probs["pt"])
 
 
