@@ -24,7 +24,7 @@ import gclf
 from gclf import artifact, export, quantize
 from gclf.cli import main
 from gclf.data.images import load_images
-from gclf.deploy.predict import Inputs, Predictor, in_shard, read_image, selected, write_rows
+from gclf.deploy.predict import COLUMNS, Inputs, Predictor, in_shard, read_image, selected, write_rows
 from gclf.detect import Face
 from gclf.errors import EXIT_SOME_INPUTS_FAILED, EXIT_USER_ERROR
 from gclf.io import dumps_json
@@ -463,10 +463,10 @@ def test_resume_refuses_other_rows_and_outputs_it_cannot_add_to(artifacts, photo
     assert predict_cli(photos[0], *faces) == EXIT_USER_ERROR  # no --out
     err = capsys.readouterr().err
     assert err.count("error: --resume") == 3 and "Traceback" not in err
-    assert f"{plain} was predicted with columns path,probability,label,error (now path,face," in err
+    assert f"{plain} was predicted with columns {','.join(COLUMNS)} (now path,face," in err
     plain.write_text("path,face,x\n")  # rows of other columns under the same settings
     assert predict_cli(photos[0], "--model", artifacts["pt"], "--resume", "--out", plain) == EXIT_USER_ERROR
-    assert f"{plain} holds other than rows of path,probability,label,error" in capsys.readouterr().err
+    assert f"{plain} holds other than rows of {','.join(COLUMNS)}" in capsys.readouterr().err
 
 
 def test_shards_split_the_inputs_exactly_once(fp32, photos, tmp_path):

@@ -23,7 +23,7 @@ from PIL import Image
 from gclf import artifact
 from gclf.cli import main
 from gclf.deploy.output_file import output_lock
-from gclf.deploy.predict import Inputs
+from gclf.deploy.predict import COLUMNS, Inputs
 from gclf.errors import EXIT_USER_ERROR
 from gclf.model import artifact_meta, build_model, save_model
 
@@ -124,7 +124,7 @@ def test_the_output_records_the_model_threshold_and_views(models, tmp_path):
         "threshold": 0.5,
         "tta_views": ["identity", "hflip"],
         "shard": [1, 1],
-        "columns": ["path", "probability", "label", "error"],
+        "columns": list(COLUMNS),
     }
     assert run_cli(tmp_path / "face.png", "--model", models["seed0"], "--out", out, "--threshold", "0.25") == 0
     assert settings_of(out)["threshold"] == 0.25 and settings_of(out)["tta_views"] == ["identity"]  # a new run's
