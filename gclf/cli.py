@@ -74,10 +74,22 @@ def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_align_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-align`` (predict and evaluate): ``args.align`` False, else None (aligned where installed)."""
+    parser.add_argument(
+        "--no-align",
+        dest="align",
+        action="store_const",
+        const=False,
+        help="label faces as cropped, not aligned by dlib's landmarks (default: aligned where the landmark "
+        "model is installed; docs/predict.md#alignment)",
+    )
+
+
 def load_predictor(args: argparse.Namespace, batch_size: int = 32) -> Predictor:
-    """The :class:`~gclf.deploy.predict.Predictor` of ``--model``, ``--threads``, ``--tta``, ``--threshold``
-    and the face detection options (predict and evaluate); says on stderr when the artifact carries
-    no threshold to use."""
+    """The :class:`~gclf.deploy.predict.Predictor` of ``--model``, ``--threads``, ``--tta``, ``--threshold``,
+    ``--no-align`` and the face detection options (predict and evaluate); says on stderr when the
+    artifact carries no threshold to use."""
     from gclf.deploy.predict import Predictor
 
     predictor = Predictor(
@@ -89,6 +101,7 @@ def load_predictor(args: argparse.Namespace, batch_size: int = 32) -> Predictor:
         detect_faces=args.detect_faces,
         min_face_size=args.min_face_size,
         max_faces=args.max_faces,
+        align=args.align,
     )
     if predictor.threshold_source == "default":
         print(
@@ -112,7 +125,7 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
         help="label face images with a trained model (.pt, .onnx or OpenVINO .xml)",
         description=(
             "Label face images with any model the pipeline writes. One row per input: path, probability "
-            "of the positive class, label, error; with --detect-faces, one row per face found, with its "
+            "of the positive class, label, aligned, error; with --detect-faces, one row per face found, with its "
             "number and box. Exit code 0: every input predicted; "
             f"{EXIT_SOME_INPUTS_FAILED}: some inputs failed (listed on stderr); {EXIT_USER_ERROR}: nothing "
             "could be read, or a bad argument or model."
@@ -147,6 +160,7 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--threads", type=positive_int, default=2, metavar="N", help="inference threads (default 2)")
     add_detection_arguments(predict)
+    add_align_argument(predict)
     predict.add_argument("--save-crops", metavar="DIR", help="with --detect-faces: save each face crop as a PNG here")
 
 
@@ -317,6 +331,7 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--out", metavar="FILE", help="also write the metrics to this JSON file")
     evaluate.add_argument("--threads", type=positive_int, default=2, metavar="N", help="inference threads (default 2)")
     add_detection_arguments(evaluate)
+    add_align_argument(evaluate)
     evaluate.add_argument(
         "--bootstrap", type=int, default=1000, metavar="N", help="resamples for the intervals; 0 = none (default 1000)"
     )
@@ -425,13 +440,11 @@ def add_bench_faces_parser(sub: argparse._SubParsersAction) -> None:
 
 def bench_faces_command(args: argparse.Namespace) -> None:
     from gclf.bench import machine_facts
-    from gclf.data.manifest import read_manifest
-    from gclf.external import scan_labelled, skipped_summary
+    from gclf.external import labelled_faces, skipped_summary
     from gclf.facebench import face_benchmark, read_faces, report_table
     from gclf.io import write_json
 
-    records = read_manifest(args.data) if args.format == "manifest" else scan_labelled(args.data, args.format)[0]
-    records, faces, unreadable = read_faces(records)
+    records, faces, unreadable = read_faces(labelled_faces(args.data, args.format))
     if unreadable:
         print(skipped_summary(unreadable), file=sys.stderr)
     if not records:

@@ -5,7 +5,11 @@ The detector sees a 192 x 192 view. A face fills too few of those pixels once it
 sixth of the view's side (measured on composites: every face of 100 px or more in a 640 px photo is
 found, two thirds of the 50-99 px ones), so the photo is looked at whole, then in tiles half as
 large (half-tile stride, so any face up to half a tile lies whole inside one), level by level until
-faces of ``min_face_size`` pixels are big enough, at most :data:`MAX_TILE_LEVELS` levels.
+faces of ``min_face_size`` pixels are big enough, at most :data:`MAX_TILE_LEVELS` levels. A face
+that fills most of the view, or is cut by its edge (a portrait, a face crop), goes unfound too (6
+of 1,000 UTKFace chips were found), so the photo is also looked at from further away: centred in
+black views :data:`FARTHER_VIEWS` times its long side, where such a face is a normal-size face
+(1,000 of 1,000 found; docs/faces.md).
 
 UTKFace crops, which the models are trained on, are upright squares slightly larger than the
 detector's box and a little lower; :func:`crop_square` maps a box onto such a square (fitted on
@@ -31,13 +35,15 @@ ANCHOR_GRID = 48  # one anchor per 4 x 4 cell of the input, at the cell centre
 MIN_SCORE = 0.6  # measured (docs/faces.md): false positives all scored 0.52-0.59; recall the same as at 0.5
 NMS_IOU = 0.3  # MediaPipe's suppression threshold for this model
 RELIABLE_FRACTION = 1 / 6  # of a view's side: the smallest face found reliably (32 px of the 192 px input)
-MAX_TILE_LEVELS = 2  # so at most 1 + 6 + 35 views for a 4:3 photo
+MAX_TILE_LEVELS = 2  # so at most 1 + 2 + 6 + 35 views for a 4:3 photo (the 2: FARTHER_VIEWS)
+FARTHER_VIEWS = (2.5, 4.0)  # padded views, in long sides: measured best of 1.5-5 and their pairs (docs/faces.md)
 EDGE_FRACTION = 0.02  # a tile's detection this close to an inner tile edge is a cut face: dropped
 CROP_SCALE = 1.05  # UTK crop side / sqrt(box area)
 CROP_SHIFT = (0.01, 0.04)  # UTK crop centre - box centre, in units of sqrt(box area) (x right, y down)
 LEVEL_FROM_DEGREES = 10.0  # eye-line error on upright faces: SD 4 degrees, p95 9.4: smaller rolls are noise
 SIZE_SLACK = 0.9  # crop sides scatter by 7 % (SD) around the true face's: keep faces that may be big enough
 DEFAULT_MIN_FACE_SIZE = 64
+NO_DETECTIONS = (np.zeros((0, 4)), np.zeros(0), np.zeros((0, 2, 2)))  # boxes, scores, eye pairs
 DEFAULT_MAX_FACES = 20
 
 
@@ -93,10 +99,11 @@ def tile_starts(length: float, side: float) -> list[float]:
 
 
 def detection_windows(width: int, height: int, min_face_size: float) -> list[tuple[float, float, float]]:
-    """Square views ``(left, top, side)`` to run the detector on: the whole image, then tile levels
-    until faces of ``min_face_size`` px are at least :data:`RELIABLE_FRACTION` of a view."""
+    """Square views ``(left, top, side)`` to run the detector on: the whole image, the image from
+    further away (:data:`FARTHER_VIEWS`), then tile levels until faces of ``min_face_size`` px are at
+    least :data:`RELIABLE_FRACTION` of a view."""
     side = float(max(width, height))
-    windows = [((width - side) / 2, (height - side) / 2, side)]
+    windows = [((width - s) / 2, (height - s) / 2, s) for s in (side, *(k * side for k in FARTHER_VIEWS))]
     for _ in range(MAX_TILE_LEVELS):
         if side * RELIABLE_FRACTION <= min_face_size:
             break
@@ -107,11 +114,11 @@ def detection_windows(width: int, height: int, min_face_size: float) -> list[tup
 
 def window_input(image: Image.Image, left: float, top: float, side: float) -> np.ndarray:
     """(1, 192, 192, 3) float32 in [-1, 1]: the view scaled to the detector's input; parts outside the
-    image are 0 (MediaPipe's letterbox)."""
+    image are black (-1: it found more cut faces than mid-grey 0 did, docs/faces.md)."""
     scale = INPUT_SIZE / side
     x0, y0 = max(left, 0.0), max(top, 0.0)
     x1, y1 = min(left + side, image.width), min(top + side, image.height)
-    canvas = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+    canvas = np.full((INPUT_SIZE, INPUT_SIZE, 3), -1.0, np.float32)
     px, py = round((x0 - left) * scale), round((y0 - top) * scale)
     w, h = min(INPUT_SIZE - px, round((x1 - x0) * scale)), min(INPUT_SIZE - py, round((y1 - y0) * scale))
     if w > 0 and h > 0:
@@ -187,30 +194,35 @@ class FaceDetector:
     def __call__(self, image: Image.Image, pixel_scale: float = 1.0) -> list[Face]:
         """The faces in ``image``, a copy of a photo reduced ``pixel_scale`` times
         (:func:`gclf.photos.open_photo`): ``min_face_size`` counts the photo's own pixels."""
-        found_boxes, found_scores, found_eyes = [], [], []
         smallest = SIZE_SLACK * self.min_face_size / pixel_scale
-        for index, (left, top, side) in enumerate(detection_windows(image.width, image.height, smallest)):
-            raw, logits = self._run(window_input(image, left, top, side))
-            scores = 1 / (1 + np.exp(-np.clip(logits, -80, 80)))
-            keep = scores >= self.min_score
-            if not keep.any():
-                continue
-            offsets, centres = raw[keep] / INPUT_SIZE, self._anchors[keep]
-            cx, cy = offsets[:, 0] + centres[:, 0], offsets[:, 1] + centres[:, 1]
-            boxes = np.stack([cx - offsets[:, 2] / 2, cy - offsets[:, 3] / 2, offsets[:, 2], offsets[:, 3]], 1)
-            eyes = offsets[:, 4:8].reshape(-1, 2, 2) + centres[:, None, :]  # keypoints 0 and 1: the eyes
-            scores = scores[keep]
-            if index > 0:  # a tile: its inner edges cut faces that a neighbouring tile holds whole
-                whole = ~cut_by_tile_edge(boxes, left, top, side, image.width, image.height)
-                boxes, scores, eyes = boxes[whole], scores[whole], eyes[whole]
-            found_boxes.append(boxes * side + [left, top, 0, 0])
-            found_scores.append(scores)
-            found_eyes.append(eyes * side + [left, top])
-        if not found_boxes:
-            return []
-        faces = weighted_nms(np.concatenate(found_boxes), np.concatenate(found_scores), np.concatenate(found_eyes))
+        near, far = [], []
+        for left, top, side in detection_windows(image.width, image.height, smallest):
+            (far if side > max(image.size) else near).append(self.in_window(image, left, top, side))
+        boxes, scores, eyes = (np.concatenate(parts) for parts in zip(NO_DETECTIONS, *near))
+        far_boxes, far_scores, far_eyes = (np.concatenate(parts) for parts in zip(NO_DETECTIONS, *far))
+        # a face that a nearer view found has a finer box and eyes there (averaged with a far view's,
+        # a turned face's roll came out 16 degrees, not 25): far views add the faces only they found
+        new = np.array([not (box_iou(box, boxes) > NMS_IOU).any() for box in far_boxes], bool)
+        boxes, scores = np.concatenate([boxes, far_boxes[new]]), np.concatenate([scores, far_scores[new]])
+        faces = weighted_nms(boxes, scores, np.concatenate([eyes, far_eyes[new]]))
         faces = [f for f in faces if crop_square(f)[2] >= smallest][: self.max_faces]  # best scores first
         return sorted((ordered_eyes(f) for f in faces), key=lambda f: (f.x, f.y))
+
+    def in_window(
+        self, image: Image.Image, left: float, top: float, side: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes (N, 4), scores (N,) and eye pairs (N, 2, 2) the detector finds in one view, in the
+        image's pixels, scoring ``min_score`` or more and not cut by an inner tile edge."""
+        raw, logits = self._run(window_input(image, left, top, side))
+        scores = 1 / (1 + np.exp(-np.clip(logits, -80, 80)))
+        keep = scores >= self.min_score
+        offsets, centres = raw[keep] / INPUT_SIZE, self._anchors[keep]
+        cx, cy = offsets[:, 0] + centres[:, 0], offsets[:, 1] + centres[:, 1]
+        boxes = np.stack([cx - offsets[:, 2] / 2, cy - offsets[:, 3] / 2, offsets[:, 2], offsets[:, 3]], 1)
+        eyes = offsets[:, 4:8].reshape(-1, 2, 2) + centres[:, None, :]  # keypoints 0 and 1: the eyes
+        # a tile's inner edges cut faces that a neighbouring tile holds whole; other views have none
+        whole = ~cut_by_tile_edge(boxes, left, top, side, image.width, image.height)
+        return boxes[whole] * side + [left, top, 0, 0], scores[keep][whole], eyes[whole] * side + [left, top]
 
 
 def cut_by_tile_edge(boxes: np.ndarray, left: float, top: float, side: float, width: int, height: int) -> np.ndarray:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from gclf.data.formats import SCANNERS
-from gclf.data.manifest import DataError, Record, Rejected
+from gclf.data.manifest import DataError, Record, Rejected, read_manifest
 from gclf.deploy.predict import Predictor
 from gclf.metrics import audit_scalars, binary_metrics, bootstrap_ci, subgroup_audit
 
 SPLIT_CHOICES = ("all", "test")
+MANIFEST = "manifest"  # a split manifest the split stage wrote, for the benchmarks' --format
 
 
 def scan_labelled(path: str, fmt: str, split: str = "all") -> tuple[list[Record], Rejected]:
@@ -37,6 +38,12 @@ def scan_labelled(path: str, fmt: str, split: str = "all") -> tuple[list[Record]
     return records, rejected
 
 
+def labelled_faces(path: str, fmt: str) -> list[Record]:
+    """The records of labelled face crops for a benchmark: a split manifest (``fmt`` :data:`MANIFEST`)
+    or any layout :func:`scan_labelled` reads (its rejected files left out)."""
+    return read_manifest(path) if fmt == MANIFEST else scan_labelled(path, fmt)[0]
+
+
 def evaluate_artifact(
     predictor: Predictor,
     records: list[Record],
@@ -48,7 +55,8 @@ def evaluate_artifact(
 ) -> tuple[dict[str, float], Rejected]:
     """Metrics of ``predictor`` on ``records`` at its threshold: :func:`binary_metrics`, 95 %
     bootstrap intervals for accuracy, F1 and ROC-AUC (``bootstrap`` resamples, 0 = none), the
-    subgroup audit when the records carry metadata, ``images`` used and ``threshold``. With face
+    subgroup audit when the records carry metadata, ``images`` used, how many of them were ``aligned``
+    (:mod:`gclf.faces.align`) and ``threshold``. With face
     detection, each photo is scored by its largest face; a photo without one is unreadable.
 
     Returns (metrics, unreadable files with their reasons); stops with :class:`DataError` when no
@@ -66,7 +74,13 @@ def evaluate_artifact(
     labels = np.array([record.label for record, _ in used])
     probs = np.array([prob for _, prob in used], dtype=np.float32)  # float32, as the pipeline compares
     threshold = predictor.threshold
-    report: dict[str, float] = {"images": len(used), "threshold": threshold, **binary_metrics(labels, probs, threshold)}
+    aligned = sum(1 for row in rows if not row["error"] and row["aligned"])
+    report: dict[str, float] = {
+        "images": len(used),
+        "aligned": aligned,
+        "threshold": threshold,
+        **binary_metrics(labels, probs, threshold),
+    }
     if bootstrap:
         for name, (low, high) in bootstrap_ci(labels, probs, threshold, resamples=bootstrap, seed=seed).items():
             report.update({f"{name}_ci_low": low, f"{name}_ci_high": high})

@@ -20,6 +20,8 @@ from gclf.composites import composite_photos
 from gclf.data.manifest import Record
 from gclf.deploy.predict import FACE_COLUMNS, MIN_IMAGE_SIDE, Predictor, crop_name
 from gclf.detect import (
+    FARTHER_VIEWS,
+    MAX_TILE_LEVELS,
     RELIABLE_FRACTION,
     Face,
     FaceDetector,
@@ -48,11 +50,12 @@ def detector() -> FaceDetector:
     return FaceDetector(threads=1)
 
 
-def save_test_model(path, threshold: float) -> str:
-    """A tiny seeded classifier saved as an artifact that calls female from ``threshold`` (0: every face)."""
+def save_test_model(path, threshold: float, size: int = SIZE) -> str:
+    """A tiny seeded classifier of ``size`` px images saved as an artifact that calls female from
+    ``threshold`` (0: every face)."""
     torch.manual_seed(0)
     model = build_model("test_efficientnet", "mlp", 0.3).eval()
-    meta = artifact_meta("test_efficientnet", "mlp", 0.3, SIZE, model)
+    meta = artifact_meta("test_efficientnet", "mlp", 0.3, size, model)
     save_model(path, model, artifact.deployment_meta(meta, threshold, threshold, ["identity"]))
     return str(path)
 
@@ -118,7 +121,8 @@ def test_windows_hold_every_face_the_min_size_asks_for():
         windows = detection_windows(width, height, min_face)
         finest = min(side for _, _, side in windows)
         assert windows[0][2] == max(width, height)  # the whole photo first
-        assert finest * RELIABLE_FRACTION <= min_face or len({side for *_, side in windows}) == 3
+        levels = len({side for *_, side in windows}) - 1 - len(FARTHER_VIEWS)
+        assert finest * RELIABLE_FRACTION <= min_face or levels == MAX_TILE_LEVELS
         # any face up to half the finest tile lies whole inside one tile
         for x in np.linspace(0, width - finest / 2, 7):
             for y in np.linspace(0, height - finest / 2, 7):
@@ -238,7 +242,7 @@ def test_without_the_flag_nothing_changes_but_tiny_images_are_refused(model_path
     rows = Predictor(model_path).predict(
         [str(photo_folder), str(tmp_path / "one_pixel.png"), str(tmp_path / "smallest.png")]
     )
-    assert [tuple(r) for r in rows][0] == ("path", "probability", "label", "error")
+    assert [tuple(r) for r in rows][0] == ("path", "probability", "label", "aligned", "error")
     assert [r["error"] for r in rows] == [
         "",
         "",

@@ -1,13 +1,15 @@
 """Label image files with any gclf artifact: the :class:`Predictor` API behind ``gclf predict``.
 
 Inputs may be image files, folders (searched recursively), globs, or CSV files listing paths. Every
-input gives one row ``{path, probability, label, error}`` (with face detection, one row per face,
-with its number and box: :data:`FACE_COLUMNS`): a file that cannot be used gets its reason in
-``error`` and the batch goes on. Images are decoded exactly as the evaluate stage decodes
-them (:func:`gclf.data.images.decode_image`), by a small thread pool that keeps decoding ahead while the
-model runs on the current batch. Inputs are expanded lazily and rows written as each batch ends, so
-memory stays bounded for any number of inputs; a killed run is resumed from its output file
-(:func:`resume_output`), and the inputs can be split between machines (:func:`in_shard`).
+input gives one row ``{path, probability, label, aligned, error}`` (with face detection, one row per
+face, with its number and box: :data:`FACE_COLUMNS`): a file that cannot be used gets its reason in
+``error`` and the batch goes on. Each face is aligned to a UTKFace-like chip where dlib's landmark
+model is installed (:mod:`gclf.faces.align`; ``align=False`` turns it off); unaligned, images are
+decoded exactly as the evaluate stage decodes them (:func:`gclf.data.images.decode_image`). A small
+thread pool keeps decoding ahead while the model runs on the current batch. Inputs are expanded
+lazily and rows written as each batch ends, so memory stays bounded for any number of inputs; a
+killed run is resumed from its output file (:func:`resume_output`), and the inputs can be split
+between machines (:func:`in_shard`).
 """
 
 from __future__ import annotations
@@ -28,22 +30,23 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence, TextIO
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from gclf.artifact import DYNAMIC_INT8, read_artifact_meta
 from gclf.data import WORKERS
 from gclf.data.formats import GLOB_CHARACTERS, IMAGE_EXTENSIONS, glob_files, is_image_name, walk_files
-from gclf.data.images import decode_image
+from gclf.data.images import decode_image, to_rgb
 from gclf.data.manifest import DataError
-from gclf.detect import DEFAULT_MAX_FACES, DEFAULT_MIN_FACE_SIZE, Face, FaceDetector, face_crop
+from gclf.detect import DEFAULT_MAX_FACES, DEFAULT_MIN_FACE_SIZE, Face, FaceDetector, crop_square, face_crop
 from gclf.errors import UserError
+from gclf.faces.align import Aligner, landmark_box, requested_aligner
 from gclf.io import atomic_write, dumps_json
 from gclf.runtime import Runner, load_runner
 from gclf.tta import predict_probs
 
-COLUMNS = ("path", "probability", "label", "error")
-FACE_COLUMNS = ("path", "face", "x", "y", "w", "h", "detection_score", "probability", "label", "error")
+COLUMNS = ("path", "probability", "label", "aligned", "error")
+FACE_COLUMNS = ("path", "face", "x", "y", "w", "h", "detection_score", "probability", "label", "aligned", "error")
 MIN_IMAGE_SIDE = 32  # measured (docs/faces.md): UTKFace test crops reduced to 32 px lose 4 points, to 8 px all
 OUTPUT_FORMATS = (".csv", ".jsonl", ".json")
 RESUMABLE_FORMATS = (".csv", ".jsonl")  # written a row at a time; a .json array is written whole at the end
@@ -162,8 +165,9 @@ def selected(shard: tuple[int, int] | None, done: Counter[str]) -> Callable[[str
 # --- decoding ---------------------------------------------------------------------------------
 
 
-def read_image(path: str, image_size: int) -> tuple[np.ndarray | None, str]:
-    """``(pixels, "")`` with (S, S, 3) uint8 pixels as evaluate decodes them, or ``(None, reason)``.
+def read_image(path: str, image_size: int, aligner: Aligner | None = None) -> tuple[np.ndarray | None, str]:
+    """``(pixels, "")`` with (S, S, 3) uint8 pixels as evaluate decodes them (with an ``aligner``: the
+    face crop aligned, :meth:`gclf.faces.align.Aligner.face_pixels`), or ``(None, reason)``.
 
     Never raises for a bad file: one unreadable image must not stop a batch. An image under
     :data:`MIN_IMAGE_SIDE` px a side is refused: it cannot hold a face the model can tell.
@@ -174,6 +178,8 @@ def read_image(path: str, image_size: int) -> tuple[np.ndarray | None, str]:
             if min(image.size) < MIN_IMAGE_SIDE:
                 width, height = image.size
                 raise DataError(f"too small for a face ({width}x{height} px; at least {MIN_IMAGE_SIDE} px a side)")
+            if aligner is not None:
+                return aligner.face_pixels(np.asarray(to_rgb(ImageOps.exif_transpose(image))), image_size)
         return decode_image(path, image_size)
 
     return guarded(decode, path)
@@ -239,6 +245,8 @@ class Predictor:
     With ``detect_faces``, inputs are photos: every face whose crop is about ``min_face_size`` px of
     the photo or more is found (:class:`gclf.detect.FaceDetector`, at most ``max_faces`` per photo),
     cropped like the training crops and labelled, one row per face (:data:`FACE_COLUMNS`).
+    ``align``: None aligns each face where the landmark model is installed, True requires it,
+    False never aligns (:func:`gclf.faces.align.requested_aligner`); rows say which (``aligned``).
     """
 
     def __init__(
@@ -251,6 +259,7 @@ class Predictor:
         detect_faces: bool = False,
         min_face_size: int = DEFAULT_MIN_FACE_SIZE,
         max_faces: int = DEFAULT_MAX_FACES,
+        align: bool | None = None,
     ):
         if threads < 1 or batch_size < 1 or max_faces < 1 or min_face_size < 1:
             raise UserError(
@@ -279,6 +288,7 @@ class Predictor:
             FaceDetector(threads, min_face_size=min_face_size, max_faces=max_faces) if detect_faces else None
         )
         self.columns = FACE_COLUMNS if detect_faces else COLUMNS
+        self.aligner = requested_aligner(align)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Probability of the positive class for uint8 images (N, S, S, 3), averaged over the TTA views."""
@@ -298,16 +308,17 @@ class Predictor:
         number, (path, error) = numbered
         if error:
             return [(self.row(path, error=error), None)]
+        aligned = self.aligner is not None
         if self.detector is None:
-            pixels, error = read_image(path, self.image_size)
-            return [(self.row(path, error=error), pixels)]
+            pixels, error = read_image(path, self.image_size, self.aligner)
+            return [(self.row(path, error=error, aligned=None if error else aligned), pixels)]
         faces, error = guarded(lambda: self.detect(path), path)
         if faces is None or not faces:
             return [(self.row(path, error=error or NO_FACE), None)]
         decoded = []
         for index, (face, pixels) in enumerate(faces):
             box = {k: round(v) for k, v in zip("xywh", (face.x, face.y, face.w, face.h))}
-            row = self.row(path, face=index, detection_score=face.score, **box)
+            row = self.row(path, face=index, detection_score=face.score, aligned=aligned, **box)
             if crops_dir:
                 try:
                     Image.fromarray(pixels).save(os.path.join(crops_dir, crop_name(number, path, index)))
@@ -318,9 +329,16 @@ class Predictor:
 
     def detect(self, path: str) -> list[tuple[Face, np.ndarray]]:
         """Every face in the photo at ``path`` (box in the whole upright photo's pixels), left to right,
-        with its crop as the model takes it."""
+        with its crop as the model takes it: aligned from the landmarks in its crop square, or the
+        crop square itself, levelled (:func:`gclf.detect.face_crop`)."""
         photo, (sx, sy), faces = self.detector.in_photo(path)
-        return [(face.scaled(sx, sy), face_crop(photo, face, self.image_size)) for face in faces]
+        if self.aligner is None:
+            return [(face.scaled(sx, sy), face_crop(photo, face, self.image_size)) for face in faces]
+        pixels = np.asarray(photo)
+        return [
+            (face.scaled(sx, sy), self.aligner.face_pixels(pixels, self.image_size, landmark_box(*crop_square(face))))
+            for face in faces
+        ]
 
     def predict(
         self,
@@ -412,9 +430,12 @@ def output_format(path: str, resume: bool = False) -> str:
 
 
 def cell(column: str, value: Any) -> str:
-    """A CSV cell: empty for None, 6 decimals for a probability, 4 for a detection score."""
+    """A CSV cell: empty for None, 6 decimals for a probability, 4 for a detection score, ``true`` or
+    ``false`` as in JSON."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if column == "probability":
         return f"{value:.6f}"
     if column == "detection_score":
