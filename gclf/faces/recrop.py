@@ -27,7 +27,7 @@ from gclf.data.images import to_rgb
 from gclf.data.manifest import Record
 from gclf.deploy.predict import Predictor, guarded
 from gclf.errors import UserError
-from gclf.faces.align import CHIP_SIZE, REFINING_PASSES, Aligner
+from gclf.faces.align import CHIP_SIZE, Aligner
 
 SCALE = 0.25  # the crop's side: the chip's x 0.75 to 1.25
 SHIFT = 0.10  # the crop's centre moved by up to 10 % of the chip's side, each axis
@@ -133,7 +133,7 @@ def landmark_offsets(aligner: Aligner, chip: Image.Image, framed: Image.Image) -
     own = aligner.points(np.asarray(chip.resize((CHIP_SIZE, CHIP_SIZE), Image.BILINEAR, reducing_gap=None)))
     views = {
         "recrops": np.asarray(at_chip_size),
-        "recrops_aligned": aligner.chip(np.asarray(framed), passes=REFINING_PASSES),
+        "recrops_aligned": aligner.face_pixels(np.asarray(framed), CHIP_SIZE),
     }
     return {name: float(np.median(np.hypot(*(aligner.points(view) - own).T))) for name, view in views.items()}
 
