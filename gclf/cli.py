@@ -37,11 +37,13 @@ def bounded(kind: type, low: float, high: float, expected: str) -> Callable[[str
 
 LABELLED_FORMATS = ("imagefolder", "presplit", "csv", "utkface")  # data.format's layouts, synthetic aside
 positive_int = bounded(int, 1, math.inf, "a whole number of at least 1")
+non_negative_int = bounded(int, 0, math.inf, "a whole number of at least 0")
 probability = bounded(float, 0.0, 1.0, "a number between 0 and 1")
 non_negative = bounded(float, 0.0, math.inf, "a number of at least 0")
 positive = bounded(float, 1e-9, math.inf, "a number above 0")
 port = bounded(int, 1, 65535, "a port number (1-65535)")
 SERVE_EXTRA = {  # module: its package in pyproject.toml's serve extra
+    "fastapi": "fastapi",
     "starlette": "starlette",
     "uvicorn": "uvicorn",
     "python_multipart": "python-multipart",
@@ -523,6 +525,7 @@ def require_serve_extra() -> None:
 def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     """The ``serve`` subcommand's arguments (handled by :func:`serve_command`)."""
     from gclf.deploy import available_cores
+    from gclf.deploy.serveconfig import ServeConfig
 
     serve = sub.add_parser(
         "serve",
@@ -543,14 +546,62 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=port, default=8000, help="(default %(default)s)")
     add_server_arguments(serve, available_cores())
     serve.add_argument(
-        "--max-upload-mb", type=positive, default=10.0, metavar="MB", help="largest request body (default %(default)g)"
+        "--max-upload-mb",
+        type=positive,
+        default=ServeConfig.max_upload_mb,
+        metavar="MB",
+        help="largest request body (default %(default)g)",
+    )
+    serve.add_argument(
+        "--max-files",
+        type=positive_int,
+        default=ServeConfig.max_files,
+        metavar="N",
+        help="most files in one request (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-megapixels",
+        type=positive,
+        default=ServeConfig.max_megapixels,
+        metavar="MP",
+        help="largest image, in millions of pixels, refused before it is decoded (default %(default)g)",
     )
     serve.add_argument(
         "--timeout-s",
         type=positive,
-        default=10.0,
+        default=ServeConfig.timeout_s,
         metavar="S",
         help="a request body must have arrived this long after its headers (default %(default)g)",
+    )
+    serve.add_argument(
+        "--header-timeout-s",
+        type=positive,
+        default=ServeConfig.header_timeout_s,
+        metavar="S",
+        help="a request's headers must have arrived this long after it began, else the connection is "
+        "closed (default %(default)g)",
+    )
+    serve.add_argument(
+        "--deadline-s",
+        type=positive,
+        default=ServeConfig.deadline_s,
+        metavar="S",
+        help="a request not answered this long after its headers gets 503 and its work is dropped "
+        "(default %(default)g)",
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=positive_int,
+        default=ServeConfig.max_queue,
+        metavar="N",
+        help="requests each worker takes at once; more get 503 at once (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-queue-images",
+        type=positive_int,
+        default=ServeConfig.max_queue_images,
+        metavar="N",
+        help="images waiting for the model in each worker; a request that would pass it gets 503 (default %(default)s)",
     )
 
 
@@ -578,7 +629,8 @@ def add_server_arguments(parser: argparse.ArgumentParser, cores: int) -> None:
 def serve_command(args: argparse.Namespace) -> None:
     require_serve_extra()
     from gclf.artifact import read_artifact_meta
-    from gclf.deploy.serve import ServeConfig, serve
+    from gclf.deploy.serve import serve
+    from gclf.deploy.serveconfig import ServeConfig
 
     read_artifact_meta(args.model)  # a bad --model is one line here, not a failing start in every worker
     serve(
@@ -595,7 +647,13 @@ def serve_command(args: argparse.Namespace) -> None:
             max_batch=args.max_batch,
             max_wait_ms=args.max_wait_ms,
             max_upload_mb=args.max_upload_mb,
+            max_files=args.max_files,
+            max_megapixels=args.max_megapixels,
             timeout_s=args.timeout_s,
+            header_timeout_s=args.header_timeout_s,
+            deadline_s=args.deadline_s,
+            max_queue=args.max_queue,
+            max_queue_images=args.max_queue_images,
         )
     )
 
@@ -603,6 +661,7 @@ def serve_command(args: argparse.Namespace) -> None:
 def add_bench_serve_parser(sub: argparse._SubParsersAction) -> None:
     """The ``bench-serve`` subcommand's arguments (handled by :func:`bench_serve_command`)."""
     from gclf.deploy import available_cores
+    from gclf.deploy.serveconfig import ServeConfig
     from gclf.params import DataParams, ModelParams
 
     cores = available_cores()
@@ -640,6 +699,27 @@ def add_bench_serve_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument(
         "--image-size", type=positive_int, default=DataParams().image_size, help="without --model (default %(default)s)"
     )
+    bench.add_argument(
+        "--overload",
+        type=non_negative_int,
+        default=1000,
+        metavar="N",
+        help="then send N requests of a 1 MB PNG at once (default %(default)s; 0: skip)",
+    )
+    bench.add_argument(
+        "--stalled",
+        type=non_negative_int,
+        default=200,
+        metavar="N",
+        help="then open N sockets that send half a request line and stall (default %(default)s; 0: skip)",
+    )
+    bench.add_argument(
+        "--header-timeout-s",
+        type=positive,
+        default=ServeConfig.header_timeout_s,
+        metavar="S",
+        help="the server's header deadline, which the stalled sockets wait out (default %(default)g)",
+    )
     bench.add_argument("--out", metavar="FILE.json", help="also write the numbers as JSON")
 
 
@@ -662,6 +742,9 @@ def bench_serve_command(args: argparse.Namespace) -> None:
         arch=args.arch,
         head=args.head,
         image_size=args.image_size,
+        overload_requests=args.overload,
+        stalled_sockets=args.stalled,
+        header_timeout_s=args.header_timeout_s,
     )
     print(
         f"{report['model']}, {report['image_size']} px, {report['images']} images; {report['cpu_model']}, "

@@ -4,7 +4,8 @@ The server starts in its own process on a free port; for each concurrency, the i
 :class:`~gclf.deploy.predict.Predictor` is timed on the images while the server idles, then that
 many clients (aiohttp, keep-alive connections) post one image per request, back to back, for a
 fixed time: images/s, p50 and p99 latency and errors per concurrency, and each rate as a fraction
-of the in-process one measured just before (docs/serve.md).
+of the in-process one measured just before (docs/serve.md). Then the server is pushed past its
+limits: an overload and a slow-header phase (:mod:`gclf.deploy.stress`).
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ import torch
 
 from gclf.artifact import deployment_meta
 from gclf.bench import machine_facts
+from gclf.deploy.connections import raise_open_file_limit
 from gclf.deploy.predict import DEFAULT_TTA_VIEWS, Inputs, Predictor
 from gclf.deploy.serve import STOPPED
+from gclf.deploy.stress import noise_png, overload, slow_headers
 from gclf.errors import UserError
 from gclf.model import artifact_meta, build_model, save_model
 from gclf.synthetic import make_synthetic
@@ -40,6 +43,12 @@ from gclf.synthetic import make_synthetic
 UTKFACE = "../shared/data/utkface"  # where the README's examples keep UTKFace; used when present
 STARTUP_TIMEOUT_S = 300  # each worker imports torch and loads the model; slow on busy cores
 WARMUP_S = 3.0  # at the highest concurrency, untimed: every worker has loaded and run its first batches
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    url: str
+    pid: int
 
 
 @dataclass
@@ -97,9 +106,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(serve_args: list[str], log_path: str) -> Iterator[str]:
+def running_server(serve_args: list[str], log_path: str) -> Iterator[RunningServer]:
     """``gclf serve`` with ``serve_args`` in its own process on a free port, its output in ``log_path``;
-    yields its URL once ``/health`` answers, and stops it (SIGTERM: uvicorn's graceful shutdown)."""
+    yields it once ``/health`` answers, and stops it (SIGTERM: uvicorn's graceful shutdown)."""
     port = free_port()
     command = [sys.executable, "-c", "from gclf.cli import main; main()", "serve", *serve_args, "--port", str(port)]
     with open(log_path, "wb") as log:
@@ -107,7 +116,7 @@ def running_server(serve_args: list[str], log_path: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, process, log_path)
-        yield url
+        yield RunningServer(url, process.pid)
     except BaseException:
         halt(process)
         raise
@@ -202,8 +211,12 @@ def bench_serve(
     arch: str,
     head: str,
     image_size: int,
+    overload_requests: int,
+    stalled_sockets: int,
+    header_timeout_s: float,
 ) -> dict[str, Any]:
-    """The load test's figures: per concurrency a :class:`Level`, with the in-process images/s measured just before."""
+    """The load test's figures: per concurrency a :class:`Level`, with the in-process images/s measured
+    just before; then the overload and slow-header phases (none for a count of 0)."""
     described = model or f"random weights ({arch}, {head} head)"
     with tempfile.TemporaryDirectory(prefix="gclf-bench-serve-") as tmp:
         if model is None:
@@ -213,9 +226,12 @@ def bench_serve(
         predictor.predict(paths[:max_batch])  # untimed: the first calls allocate
         images = [(os.path.basename(path), Path(path).read_bytes()) for path in paths]
         serve_args = ["--model", model, "--workers", str(workers), "--max-batch", str(max_batch)]
-        serve_args += ["--max-wait-ms", str(max_wait_ms)]
+        serve_args += ["--max-wait-ms", str(max_wait_ms), "--header-timeout-s", str(header_timeout_s)]
         levels = []
-        with running_server(serve_args, os.path.join(tmp, "serve.log")) as url:
+        phases: dict[str, Any] = {}
+        raise_open_file_limit()  # the overload phase opens a connection per request
+        with running_server(serve_args, os.path.join(tmp, "serve.log")) as server:
+            url = server.url
             asyncio.run(load(url, images, max(concurrency), WARMUP_S))
             for clients in concurrency:
                 # in-process right before each level (the idle server takes no CPU): on a machine
@@ -224,6 +240,10 @@ def bench_serve(
                 levels.append(
                     {**asdict(asyncio.run(load(url, images, clients, seconds))), "in_process_images_per_s": rate}
                 )
+            if overload_requests:
+                phases["overload"] = asyncio.run(overload(url, server.pid, noise_png(), overload_requests))
+            if stalled_sockets:
+                phases["slow_headers"] = asyncio.run(slow_headers(url, server.pid, stalled_sockets, header_timeout_s))
             meta = get_json(f"{url}/meta")
     return {
         "cpu_model": machine_facts(threads)["cpu_model"],
@@ -237,7 +257,9 @@ def bench_serve(
         "max_batch": max_batch,
         "max_wait_ms": max_wait_ms,
         "levels": levels,
+        **phases,
         "batching_one_worker": meta["batching"],
+        "requests_one_worker": meta["requests"],
     }
 
 
@@ -252,5 +274,26 @@ def report_table(report: dict[str, Any]) -> str:
         lines.append(
             f"| {level['clients']} | {level['images_per_s']:.1f} | {level['p50_ms']:.1f} | {level['p99_ms']:.1f} "
             f"| {level['errors']} / {level['requests']} | {rate:.1f} | {level['images_per_s'] / rate:.0%} |"
+        )
+    phases = [(name, report[name]) for name in ("overload", "slow_headers") if name in report]
+    if phases:
+        lines += [
+            "",
+            "| phase | what the clients got | seconds | peak RSS growth, MB (largest worker) | /health p50 / p99 ms |",
+            "|---|---|---|---|---|",
+        ]
+    for name, phase in phases:
+        statuses = ", ".join(f"{status}: {n}" for status, n in phase["statuses"].items())
+        if name == "overload":
+            what = f"{phase['requests']} requests of {phase['image_bytes'] / 1e6:.2f} MB at once: {statuses}"
+        else:
+            what = (
+                f"{phase['sockets']} stalled sockets: {statuses}; {phase['closed_within_deadline']} closed within the "
+                f"{phase['header_timeout_s']:g} s header deadline, the last after {phase['closed_after_max_s']:.2f} s"
+            )
+        failed = f" ({sum(phase['health_failures'].values())} probes failed)" if phase["health_failures"] else ""
+        lines.append(
+            f"| {name.replace('_', ' ')} | {what} | {phase['seconds']:.1f} | {phase['rss_growth_mb_max']:.0f} "
+            f"| {phase['health_p50_ms']:.1f} / {phase['health_p99_ms']:.1f}{failed} |"
         )
     return "\n".join(lines)
