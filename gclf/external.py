@@ -13,7 +13,7 @@ import numpy as np
 from gclf.data.formats import SCANNERS
 from gclf.data.manifest import DataError, Record, Rejected, read_manifest
 from gclf.deploy.predict import Predictor
-from gclf.metrics import audit_scalars, binary_metrics, bootstrap_ci, subgroup_audit
+from gclf.evaluate.scoring import score
 
 SPLIT_CHOICES = ("all", "test")
 MANIFEST = "manifest"  # a split manifest the split stage wrote, for the benchmarks' --format
@@ -53,9 +53,10 @@ def evaluate_artifact(
     min_group_size: int = 30,
     progress: bool = False,
 ) -> tuple[dict[str, float], Rejected]:
-    """Metrics of ``predictor`` on ``records`` at its threshold: :func:`binary_metrics`, 95 %
-    bootstrap intervals for accuracy, F1 and ROC-AUC (``bootstrap`` resamples, 0 = none), the
-    subgroup audit when the records carry metadata, ``images`` used, how many of them were ``aligned``
+    """Metrics of ``predictor`` on ``records`` at its threshold, scored as the evaluate stage scores
+    the test split (:func:`gclf.evaluate.scoring.score`: binary metrics, 95 % bootstrap intervals
+    for accuracy, F1 and ROC-AUC with ``bootstrap`` resamples (0 = none), the subgroup audit when
+    the records carry metadata, and the accuracies at 0.5), ``images`` used, how many of them were ``aligned``
     (:mod:`gclf.faces.align`) and ``threshold``. With face
     detection, each photo is scored by its largest face; a photo without one is unreadable.
 
@@ -75,17 +76,9 @@ def evaluate_artifact(
     probs = np.array([prob for _, prob in used], dtype=np.float32)  # float32, as the pipeline compares
     threshold = predictor.threshold
     aligned = sum(1 for row in rows if not row["error"] and row["aligned"])
-    report: dict[str, float] = {
-        "images": len(used),
-        "aligned": aligned,
-        "threshold": threshold,
-        **binary_metrics(labels, probs, threshold),
-    }
-    if bootstrap:
-        for name, (low, high) in bootstrap_ci(labels, probs, threshold, resamples=bootstrap, seed=seed).items():
-            report.update({f"{name}_ci_low": low, f"{name}_ci_high": high})
-    audit = subgroup_audit(labels, probs, threshold, [record.meta for record, _ in used], min_group_size)
-    report.update(audit_scalars(audit))
+    meta = [record.meta for record, _ in used]
+    scores = score(labels, probs, threshold, meta, bootstrap=bootstrap, seed=seed, min_group_size=min_group_size)
+    report = {"images": len(used), "aligned": aligned, "threshold": threshold, **scores.flat(prefix="")}
     return report, unreadable
 
 

@@ -22,13 +22,15 @@ IMAGENET_WEIGHTS = dict.fromkeys(
 )
 
 
-def _ci(evaluation: Mapping[str, float], prefix: str, name: str) -> str:
-    """``0.790 [0.743, 0.837]``: a test metric with its bootstrap interval when there is one."""
-    value = f"{evaluation[f'{prefix}test_{name}']:.3f}"
-    low, high = evaluation.get(f"{prefix}test_{name}_ci_low"), evaluation.get(f"{prefix}test_{name}_ci_high")
+def _with_interval(evaluation: Mapping[str, float], key: str) -> str:
+    """``0.790 [0.743, 0.837]``: a metric with its 95 % interval when there is one; empty when the
+    metric is absent (a baseline that did not score a group)."""
+    if key not in evaluation:
+        return ""
+    low, high = evaluation.get(f"{key}_ci_low"), evaluation.get(f"{key}_ci_high")
     if low is None or high is None or math.isnan(low) or math.isnan(high):  # evaluate.bootstrap = 0
-        return value
-    return f"{value} [{low:.3f}, {high:.3f}]"
+        return f"{evaluation[key]:.3f}"
+    return f"{evaluation[key]:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def _data_section(p: Params, data: Mapping[str, int]) -> list[str]:
@@ -144,9 +146,10 @@ def _results_section(p: Params, thresholds: Mapping, evaluation: Mapping[str, fl
         "|---|---|---|---|---|---|---|---|",
     ]
     for prefix, name in (("", "plain"), ("tta_", "TTA: " + ", ".join(p.tta.views))):
+        accuracy, f1, roc_auc = (_with_interval(e, f"{prefix}test_{m}") for m in ("accuracy", "f1", "roc_auc"))
         lines.append(
-            f"| {name} | {thresholds[f'{prefix}threshold']:.2f} | {_ci(e, prefix, 'accuracy')} "
-            f"| {e[f'{prefix}test_balanced_accuracy']:.3f} | {_ci(e, prefix, 'f1')} | {_ci(e, prefix, 'roc_auc')} "
+            f"| {name} | {thresholds[f'{prefix}threshold']:.2f} | {accuracy} "
+            f"| {e[f'{prefix}test_balanced_accuracy']:.3f} | {f1} | {roc_auc} "
             f"| {e[f'{prefix}test_pr_auc']:.3f} | {e[f'{prefix}test_ece']:.3f} |"
         )
     majority = max(e["test_tn"] + e["test_fp"], e["test_tp"] + e["test_fn"]) / n
@@ -212,15 +215,6 @@ TEACHERS = {
 }
 
 
-def _accuracy_cell(e: Mapping[str, float], key: str) -> str:
-    """``0.953 [0.941, 0.963]``: an accuracy with its interval when there is one; empty when absent."""
-    if key not in e:
-        return ""
-    low, high = e.get(f"{key}_ci_low"), e.get(f"{key}_ci_high")
-    interval = "" if low is None or high is None or math.isnan(low) else f" [{low:.3f}, {high:.3f}]"
-    return f"{e[key]:.3f}{interval}"
-
-
 def _baselines_section(p: Params, e: Mapping[str, float], audit: Mapping, baselines: Mapping) -> list[str]:
     """The model beside what a user would install instead (and the teacher), on the same test images:
     overall and per subgroup, accuracies with their 95 % intervals, the model also at threshold 0.5."""
@@ -238,16 +232,16 @@ def _baselines_section(p: Params, e: Mapping[str, float], audit: Mapping, baseli
     lines.append(
         "| all | "
         + " | ".join(
-            [_accuracy_cell(e, "test_accuracy"), _accuracy_cell(e, "test_accuracy_at_0_5")]
-            + [_accuracy_cell(e, f"{BASELINES[n][0]}test_accuracy") for n in names]
+            [_with_interval(e, "test_accuracy"), _with_interval(e, "test_accuracy_at_0_5")]
+            + [_with_interval(e, f"{BASELINES[n][0]}test_accuracy") for n in names]
         )
         + " |"
     )
     for column, rows in audit.items():
         for r in rows:
             key = f"group_{group_key(column)}_{group_key(r['group'])}_accuracy"
-            cells = [_accuracy_cell(e, key), _accuracy_cell(e, f"{key}_at_0_5")]
-            cells += [_accuracy_cell(e, BASELINES[n][0] + key) for n in names]
+            cells = [_with_interval(e, key), _with_interval(e, f"{key}_at_0_5")]
+            cells += [_with_interval(e, BASELINES[n][0] + key) for n in names]
             lines.append(f"| {column} {r['group']} ({r['count']}) | " + " | ".join(cells) + " |")
     roc = [f"this model {e['test_roc_auc']:.4f}"] + [
         f"{n} {e[BASELINES[n][0] + 'test_roc_auc']:.4f}" for n in names if BASELINES[n][0] + "test_roc_auc" in e
