@@ -4,13 +4,12 @@ Grad-CAM maps and the most confident mistakes, and write the model card."""
 
 import os
 
-import numpy as np
 import torch
 
 from gclf.data.images import load_split
 from gclf.device import select_device
 from gclf.evaluate.peers import score_peer
-from gclf.evaluate.scoring import score
+from gclf.evaluate.scoring import BASELINE_METRICS, score
 from gclf.faces.targets import teacher_test_probs
 from gclf.gradcam import cam_cases, grad_cam
 from gclf.io import read_json, write_json, write_text
@@ -89,11 +88,9 @@ def main(p):
     baselines = {}  # the teacher and the peers on the same test images, each at its own threshold
     if p.distill.enabled:
         teacher_probs, teacher_threshold = teacher_test_probs()
-        ok = np.isfinite(teacher_probs)
-        kept = [m for m, keep in zip(image_meta, ok) if keep]
-        scores = score(labels[ok], teacher_probs[ok], teacher_threshold, kept, **scoring)
-        report.update(scores.flat("teacher_test_", "teacher_", ("accuracy", "balanced_accuracy", "f1", "roc_auc")))
-        report.update(teacher_test_scored=int(ok.sum()), teacher_threshold=teacher_threshold)
+        scores = score(labels, teacher_probs, teacher_threshold, image_meta, **scoring)
+        report.update(scores.flat("teacher_test_", "teacher_", BASELINE_METRICS))
+        report.update(teacher_test_scored=scores.scored, teacher_threshold=teacher_threshold)
         baselines["teacher"] = scores.audit
     if p.evaluate.peers:
         peer = score_peer([r.path for r in records], labels, image_meta, **scoring)

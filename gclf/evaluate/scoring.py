@@ -20,6 +20,7 @@ from gclf.metrics import audit_scalars, binary_metrics, bootstrap_ci, group_key,
 
 Z95 = 1.959964  # two-sided 95 % normal quantile
 HALF = 0.5  # the threshold reported beside the chosen one: what a model's raw probabilities say
+BASELINE_METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc")  # kept for the teacher and the peers
 
 
 def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -37,12 +38,13 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
 class Scores:
     """``overall``: binary metrics + ``<name>_ci_low/high``; ``groups``: flat subgroup scalars with
     accuracy intervals; ``at_half``: ``accuracy`` and ``group_..._accuracy`` at threshold 0.5; ``audit``:
-    the subgroup rows ({column: rows}) for plots and the model card."""
+    the subgroup rows ({column: rows}) for plots and the model card; ``scored``: the images scored."""
 
     overall: dict[str, float]
     groups: dict[str, float]
     at_half: dict[str, float]
     audit: dict
+    scored: int
 
     def flat(self, prefix: str = "test_", group_prefix: str = "", keep: Sequence[str] | None = None) -> dict:
         """The scores as metrics-file keys: ``<prefix><metric>``, ``<group_prefix>group_...``, and the
@@ -83,8 +85,12 @@ def score(
     min_group_size: int = 30,
 ) -> Scores:
     """Score probabilities ``probs`` of the positive class against ``labels`` at ``threshold``, with
-    ``bootstrap`` resamples for the intervals (0 = none) and the subgroup audit over ``meta``."""
+    ``bootstrap`` resamples for the intervals (0 = none) and the subgroup audit over ``meta``. A NaN
+    probability (a face a teacher or a peer could not score) leaves its image out."""
     labels, probs = np.asarray(labels).astype(int), np.asarray(probs)
+    finite = np.isfinite(probs)
+    if not finite.all():
+        labels, probs, meta = labels[finite], probs[finite], [m for m, keep in zip(meta, finite) if keep]
     overall = binary_metrics(labels, probs, threshold)
     if bootstrap:
         for name, (low, high) in bootstrap_ci(labels, probs, threshold, resamples=bootstrap, seed=seed).items():
@@ -94,4 +100,4 @@ def score(
     half_audit = subgroup_audit(labels, probs, HALF, meta, min_group_size)
     at_half = {"accuracy": binary_metrics(labels, probs, HALF)["accuracy"]}
     at_half.update({k: v for k, v in audit_scalars(half_audit).items() if k.endswith("_accuracy")})
-    return Scores(overall, groups, at_half, audit)
+    return Scores(overall, groups, at_half, audit, len(labels))
