@@ -1,10 +1,10 @@
 """Stage benchmark: CPU size, batch-1 latency and batch throughput of every artifact, measured in
 one interleaved run against FP32 eager PyTorch, after checking that all of them agree."""
 
-from gclf.bench import benchmark_artifacts, machine_facts
+from gclf.bench.models import benchmark_artifacts, machine_facts
 from gclf.data.images import load_split
+from gclf.evaluate.plots import benchmark_png
 from gclf.io import write_json
-from gclf.plots import benchmark_png
 from gclf.stage import run_stage
 
 INT8_MIN_CORRELATION = 0.8  # INT8: logits move by design; the images' ranking must stay (Spearman)

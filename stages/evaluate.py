@@ -7,19 +7,20 @@ import os
 import torch
 
 from gclf.data.images import load_split
+from gclf.data.manifest import CLASSES
 from gclf.device import select_device
+from gclf.evaluate.gradcam import cam_cases, grad_cam
+from gclf.evaluate.modelcard import render_model_card
 from gclf.evaluate.peers import score_peer
+from gclf.evaluate.plots import image_grid_png, subgroup_rows, subgroups_png
 from gclf.evaluate.scoring import BASELINE_METRICS, score
 from gclf.faces.targets import teacher_test_probs
-from gclf.gradcam import cam_cases, grad_cam
 from gclf.io import read_json, write_json, write_text
 from gclf.live import log_evaluation, log_rows, open_live
 from gclf.metrics import expected_calibration_error, most_confident
-from gclf.model import CLASSES, load_model
-from gclf.modelcard import render_model_card
 from gclf.outputs import verified
-from gclf.plots import image_grid_png, subgroup_rows, subgroups_png
 from gclf.stage import run_stage
+from gclf.train.model import load_model
 from gclf.tta import inference_views, probs_from_logits, view_logits
 
 # The scores `dvc exp show` lists first: metrics/eval.json is the first metrics file in dvc.yaml.

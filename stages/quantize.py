@@ -7,16 +7,16 @@ thresholds chosen on validation, TTA views), so `gclf predict` needs nothing els
 import numpy as np
 import torch
 
-from gclf.artifact import ARTIFACTS, deployment_meta
-from gclf.bench import FP32_ATOL, REFERENCE, check_agreement
+from gclf.bench.models import FP32_ATOL, REFERENCE, check_agreement
 from gclf.data.images import load_split
+from gclf.export.artifact import ARTIFACTS, deployment_meta
+from gclf.export.quantize import write_artifacts
+from gclf.export.runtime import load_runner
 from gclf.io import read_json, write_json
 from gclf.metrics import binary_metrics
-from gclf.model import load_model
 from gclf.outputs import verified
-from gclf.quantize import write_artifacts
-from gclf.runtime import load_runner
 from gclf.stage import run_stage
+from gclf.train.model import load_model
 from gclf.tta import predict_probs
 
 # One image per call: dynamic INT8 scales activations by the range of the whole batch, so its

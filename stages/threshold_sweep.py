@@ -8,9 +8,9 @@ from gclf.data.images import load_split
 from gclf.device import select_device
 from gclf.io import write_json
 from gclf.live import log_rows, open_live
-from gclf.model import load_model
 from gclf.stage import run_stage
 from gclf.threshold import choose, fit_temperature, sweep
+from gclf.train.model import load_model
 from gclf.tta import inference_views, probs_from_logits, view_logits
 
 

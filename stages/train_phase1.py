@@ -2,10 +2,9 @@
 
 from gclf.data.images import load_split
 from gclf.device import select_device
-from gclf.distill import make_distiller
-from gclf.model import artifact_meta, build_model, load_backbone_weights
 from gclf.stage import run_stage
-from gclf.train import (
+from gclf.train.distill import make_distiller
+from gclf.train.loop import (
     FitConfig,
     adam_plateau,
     freeze_backbone,
@@ -14,6 +13,7 @@ from gclf.train import (
     seed_everything,
     state_path,
 )
+from gclf.train.model import artifact_meta, build_model, load_backbone_weights
 
 
 def main(p):

@@ -3,10 +3,9 @@ one-cycle or cosine schedule, gradient clipping, EMA, early stopping)."""
 
 from gclf.data.images import load_split
 from gclf.device import init_distributed, select_device
-from gclf.distill import make_distiller
-from gclf.model import load_model
 from gclf.stage import run_stage
-from gclf.train import (
+from gclf.train.distill import make_distiller
+from gclf.train.loop import (
     FitConfig,
     adamw_schedule,
     progressive_sizes,
@@ -14,6 +13,7 @@ from gclf.train import (
     save_phase,
     state_path,
 )
+from gclf.train.model import load_model
 
 
 def main(p):

@@ -1,4 +1,4 @@
-"""Faces near the camera and alignment in every way in (``gclf.faces.align``, ``gclf.faces.recrop``),
+"""Faces near the camera and alignment in every way in (``gclf.faces.align``, ``gclf.bench.recrop``),
 on the one real face scikit-image ships (the astronaut): crops that fill the frame or are cut are
 found, a re-framed crop is aligned back onto its chip, ``gclf predict`` aligns crops and detected
 faces unless told not to, and says so in every row."""
@@ -14,14 +14,14 @@ from PIL import Image
 from skimage import data as skimage_data
 from test_faces import ASTRONAUT_FACE, save_test_model
 
+from gclf.bench.recrop import Framing, recrop, recrop_benchmark
 from gclf.cli import main
 from gclf.data.images import decode_image
 from gclf.data.manifest import Record
 from gclf.deploy.predict import Predictor
-from gclf.detect import FaceDetector, crop_square, face_crop
 from gclf.errors import UserError
 from gclf.faces import align
-from gclf.faces.recrop import Framing, recrop, recrop_benchmark
+from gclf.faces.detect import FaceDetector, crop_square, face_crop
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ALIGNER = align.load_aligner()

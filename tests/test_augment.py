@@ -7,8 +7,8 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from gclf.augment import batch_augmenter, class_transforms, stronger, train_transform
 from gclf.params import AugmentParams
+from gclf.train.augment import batch_augmenter, class_transforms, stronger, train_transform
 
 SIZE, N = 32, 256  # image side, augmented copies per backend
 OFF = AugmentParams(crop_scale=1.0, hflip=0.0, rotation=0.0, color_jitter=0.0, grayscale=0.0, erasing=0.0)

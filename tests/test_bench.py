@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from gclf import bench, cli
-from gclf.bench import AgreementError, benchmark, check_agreement, cpu_info, machine_facts, round_orders
+from gclf import cli
+from gclf.bench import models as bench
+from gclf.bench.models import AgreementError, benchmark, check_agreement, cpu_info, machine_facts, round_orders
 
 
 def mean_logit(pixels: np.ndarray) -> np.ndarray:

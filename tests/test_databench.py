@@ -9,7 +9,7 @@ import pytest
 from test_data import write_image
 
 from gclf import cli
-from gclf.memory import PeakMemory, rss_anon_mb
+from gclf.train.memory import PeakMemory, rss_anon_mb
 
 
 @pytest.fixture

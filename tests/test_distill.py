@@ -16,10 +16,16 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from gclf.augment import batch_augmenter
 from gclf.data.dataset import ImageDataset
 from gclf.device import select_device
-from gclf.distill import (
+from gclf.errors import UserError
+from gclf.evaluate.modelcard import render_model_card
+from gclf.faces import teacher as teacher_module
+from gclf.faces.targets import load_targets, read_summary, teacher_test_probs
+from gclf.io import csv_text
+from gclf.params import AugmentParams, DistillParams, Params, parse_params
+from gclf.train.augment import batch_augmenter
+from gclf.train.distill import (
     Distiller,
     embedding_loss,
     make_distiller,
@@ -28,15 +34,9 @@ from gclf.distill import (
     student_forward,
     teacher_targets,
 )
-from gclf.errors import UserError
-from gclf.faces import teacher as teacher_module
-from gclf.faces.targets import load_targets, read_summary, teacher_test_probs
-from gclf.io import csv_text
-from gclf.losses import make_loss
-from gclf.model import build_model
-from gclf.modelcard import render_model_card
-from gclf.params import AugmentParams, DistillParams, Params, parse_params
-from gclf.train import FitConfig, adamw_schedule, fit
+from gclf.train.loop import FitConfig, adamw_schedule, fit
+from gclf.train.losses import make_loss
+from gclf.train.model import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,7 +216,7 @@ def test_distilled_training_changes_the_student_and_keeps_the_projection_out_of_
 
 def test_a_killed_distilled_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     """The projection is part of the saved training state: a resumed run ends where an uninterrupted one does."""
-    import gclf.train as train_module
+    import gclf.train.loop as train_module
 
     weights = {"soft_weight": 0.5, "embed_weight": 1.0}
     full, full_distiller = tiny_run(weights, epochs=3)
@@ -382,7 +382,7 @@ TEACHER_EXTRA = all(importlib.util.find_spec(module) for module in ("dlib", "fac
 
 @pytest.mark.skipif(not TEACHER_EXTRA, reason="dlib or face_recognition_models not installed (the teacher extra)")
 def test_dlibs_teacher_embeds_a_face_crop_and_refuses_a_tiny_one():
-    from gclf.synthetic import render, sample_face
+    from gclf.data.synthetic import render, sample_face
 
     teacher = teacher_module.Teacher()
     rng = np.random.default_rng(0)

@@ -142,7 +142,7 @@ def test_the_import_walk_finds_what_a_stage_runs():
     """The walk itself: packages, from-imports of modules, imports inside functions, lazy attributes."""
     files = {f.relative_to(ROOT).as_posix() for f in imported_files(ROOT / "stages" / "train_phase1.py")}
     assert {"gclf/__init__.py", "gclf/data/__init__.py", "gclf/data/images.py", "gclf/stage.py"} <= files
-    assert {"gclf/augment.py", "gclf/live.py", "gclf/losses.py"} <= files  # imported inside run_phase
+    assert {"gclf/train/augment.py", "gclf/live.py", "gclf/train/losses.py"} <= files  # imported inside run_phase
     assert "gclf/deploy/predict.py" not in files  # gclf.__getattr__'s import: only for gclf.Predictor
 
 

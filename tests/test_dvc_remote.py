@@ -142,7 +142,7 @@ def test_repro_after_pull_runs_no_stage(pulled_clone):
 
 def test_the_registry_entries_download_by_name_from_a_fresh_clone(pulled_clone, tmp_path):
     """dvc.yaml's `artifacts:` (docs/predict.md#the-model-registry): a version is an annotated GTO tag."""
-    from gclf.artifact import read_artifact_meta
+    from gclf.export.artifact import read_artifact_meta
 
     clone, env = pulled_clone
     for name, downloaded in {"gender-fp32": "fp32.pt", "gender-int8": "int8/model.xml"}.items():

@@ -19,7 +19,8 @@ from gclf.cli import main
 from gclf.data.images import load_images
 from gclf.data.manifest import DataError
 from gclf.deploy.predict import Predictor
-from gclf.external import scan_labelled
+from gclf.evaluate.external import scan_labelled
+from gclf.evaluate.modelcard import render_model_card
 from gclf.metrics import (
     accuracy_gap,
     audit_scalars,
@@ -29,9 +30,8 @@ from gclf.metrics import (
     subgroup_audit,
     subgroup_metrics,
 )
-from gclf.model import load_model
-from gclf.modelcard import render_model_card
 from gclf.params import EvaluateParams, Params
+from gclf.train.model import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -161,7 +161,7 @@ def noise_png(path: Path, seed: int, size: int = 40) -> None:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from gclf.model import artifact_meta, build_model, save_model
+    from gclf.train.model import artifact_meta, build_model, save_model
 
     torch.manual_seed(0)
     images = torch.from_numpy(np.random.default_rng(9).random((64, 3, SIZE, SIZE), dtype=np.float32))

@@ -13,13 +13,15 @@ import torch
 from PIL import Image
 from skimage import data as skimage_data
 
-from gclf import artifact
-from gclf import photos as photos_module
+from gclf.bench.faces import CROP_VARIANTS, face_benchmark, match_faces, read_faces
 from gclf.cli import main
-from gclf.composites import composite_photos
 from gclf.data.manifest import Record
-from gclf.deploy.predict import FACE_COLUMNS, MIN_IMAGE_SIDE, Predictor, crop_name
-from gclf.detect import (
+from gclf.deploy.predict import FACE_COLUMNS, Predictor, crop_name
+from gclf.errors import EXIT_SOME_INPUTS_FAILED
+from gclf.export import artifact
+from gclf.faces import photos as photos_module
+from gclf.faces.composites import composite_photos
+from gclf.faces.detect import (
     FARTHER_VIEWS,
     MAX_TILE_LEVELS,
     RELIABLE_FRACTION,
@@ -31,10 +33,9 @@ from gclf.detect import (
     face_crop,
     weighted_nms,
 )
-from gclf.errors import EXIT_SOME_INPUTS_FAILED
-from gclf.facebench import CROP_VARIANTS, face_benchmark, match_faces, read_faces
-from gclf.model import artifact_meta, build_model, save_model
-from gclf.photos import PHOTO_MAX_SIDE, open_photo
+from gclf.faces.photos import PHOTO_MAX_SIDE, open_photo
+from gclf.faces.read import MIN_IMAGE_SIDE
+from gclf.train.model import artifact_meta, build_model, save_model
 
 ASTRONAUT_FACE = (170, 68, 286, 184)  # a UTKFace-like square crop of skimage's astronaut photo
 SIZE = 32

@@ -6,7 +6,7 @@ import os
 import random
 import signal
 
-from gclf.faults import differences, kill_during, kill_schedule, reference_run
+from gclf.bench.faults import differences, kill_during, kill_schedule, reference_run
 from gclf.io import write_json, write_text
 from gclf.outputs import output_set
 

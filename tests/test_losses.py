@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gclf.losses import focal_loss, make_loss, positive_weight
+from gclf.train.losses import focal_loss, make_loss, positive_weight
 
 LOGITS = torch.tensor([2.0, -1.0, 0.5, -3.0, 0.1])
 TARGETS = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0])

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gclf.model import (
+from gclf.train.model import (
     ModelError,
     artifact_meta,
     build_model,
@@ -173,9 +173,9 @@ def test_lite0_checkpoint_does_not_fit_another_architecture():
 
 
 def test_missing_weights_package_is_a_clear_error(monkeypatch):
-    import gclf.model
+    import gclf.train.model
 
     missing = {"tf_efficientnet_lite0": ("no_such_weights_package", "w.pth")}
-    monkeypatch.setattr(gclf.model, "OFFLINE_WEIGHTS", missing)
+    monkeypatch.setattr(gclf.train.model, "OFFLINE_WEIGHTS", missing)
     with pytest.raises(ModelError, match="no-such-weights-package, which is not installed"):
         build_model("tf_efficientnet_lite0", pretrained=True)

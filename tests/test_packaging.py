@@ -18,7 +18,7 @@ def test_package_discovery_includes_every_gclf_package():
 
 
 def test_bundled_weights_ship_with_the_package():
-    from gclf.detect import MODEL_PATH
+    from gclf.faces.detect import MODEL_PATH
 
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     section = pyproject.split("[tool.setuptools.package-data]", 1)[1]

@@ -21,15 +21,19 @@ from PIL import Image
 from torch import nn
 
 import gclf
-from gclf import artifact, export, quantize
 from gclf.cli import main
 from gclf.data.images import load_images
-from gclf.deploy.predict import COLUMNS, Inputs, Predictor, in_shard, read_image, selected, write_rows
-from gclf.detect import Face
+from gclf.deploy.inputs import Inputs, in_shard, selected
+from gclf.deploy.predict import COLUMNS, Predictor
+from gclf.deploy.rows import write_rows
 from gclf.errors import EXIT_SOME_INPUTS_FAILED, EXIT_USER_ERROR
+from gclf.export import artifact, quantize
+from gclf.export import onnx as export
+from gclf.export.runtime import load_runner
+from gclf.faces.detect import Face
+from gclf.faces.read import read_image
 from gclf.io import dumps_json
-from gclf.model import ModelError, artifact_meta, build_model, load_model, save_model
-from gclf.runtime import load_runner
+from gclf.train.model import ModelError, artifact_meta, build_model, load_model, save_model
 from gclf.tta import predict_probs
 
 ARCH, HEAD, DROPOUT, SIZE = "test_efficientnet", "mlp", 0.3, 32
@@ -173,7 +177,7 @@ def test_other_decode_failures_are_one_line_reasons(photos, monkeypatch, raised,
     def fail(path, size):
         raise raised
 
-    monkeypatch.setattr("gclf.deploy.predict.decode_image", fail)  # root may read any file, and PIL's errors vary
+    monkeypatch.setattr("gclf.faces.read.decode_image", fail)  # root may read any file, and PIL's errors vary
     assert read_image(photos[0], SIZE) == (None, reason)
 
 

@@ -20,12 +20,13 @@ import pytest
 import torch
 from PIL import Image
 
-from gclf import artifact
 from gclf.cli import main
+from gclf.deploy.inputs import Inputs
 from gclf.deploy.output_file import output_lock
-from gclf.deploy.predict import COLUMNS, Inputs
+from gclf.deploy.predict import COLUMNS
 from gclf.errors import EXIT_USER_ERROR
-from gclf.model import artifact_meta, build_model, save_model
+from gclf.export import artifact
+from gclf.train.model import artifact_meta, build_model, save_model
 
 ARCH, HEAD, SIZE = "test_efficientnet", "linear", 32
 GLOB_DEADLINE_S = 2

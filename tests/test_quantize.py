@@ -12,9 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from gclf import artifact, export, quantize, runtime
-from gclf.bench import REFERENCE
-from gclf.model import ModelError, artifact_meta, build_model, save_model
+from gclf.bench.models import REFERENCE
+from gclf.export import artifact, quantize, runtime
+from gclf.export import onnx as export
+from gclf.train.model import ModelError, artifact_meta, build_model, save_model
 
 ARCH, HEAD, DROPOUT, SIZE, THREADS = "test_efficientnet", "mlp", 0.3, 32, 1
 

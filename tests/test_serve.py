@@ -29,10 +29,10 @@ import pytest
 import torch
 from PIL import Image
 
-from gclf.artifact import deployment_meta
 from gclf.cli import main
 from gclf.errors import EXIT_USER_ERROR
-from gclf.model import artifact_meta, build_model, save_model
+from gclf.export.artifact import deployment_meta
+from gclf.train.model import artifact_meta, build_model, save_model
 
 ARCH, HEAD, SIZE = "test_efficientnet", "mlp", 32
 MAX_BATCH, MAX_WAIT_MS, MAX_UPLOAD_MB, TIMEOUT_S, HEADER_TIMEOUT_S = 4, 250, 1, 1, 1
@@ -78,7 +78,7 @@ def model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(serve_module, model, tmp_path_factory) -> str:
     """The URL of a running ``gclf serve``; stopped after the module's tests, and it must stop cleanly."""
-    from gclf.deploy.benchserve import running_server
+    from gclf.bench.serve import running_server
 
     args = ["--model", str(model), "--workers", "1", "--max-batch", str(MAX_BATCH), "--max-wait-ms", str(MAX_WAIT_MS)]
     args += ["--max-upload-mb", str(MAX_UPLOAD_MB), "--timeout-s", str(TIMEOUT_S), "--max-files", str(MAX_FILES)]
@@ -92,7 +92,7 @@ def in_process(serve_module, model: Path, **options: Any) -> Iterator[tuple[str,
     """A server in a thread of this process: its URL and its :class:`~gclf.deploy.service.Service`."""
     import uvicorn
 
-    from gclf.deploy.benchserve import free_port
+    from gclf.bench.serve import free_port
     from gclf.deploy.serveconfig import ServeConfig
 
     config = ServeConfig(str(model), port=free_port(), **options)

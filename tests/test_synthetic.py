@@ -3,7 +3,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from gclf.synthetic import female_flags, make_synthetic, sample_face
+from gclf.data.synthetic import female_flags, make_synthetic, sample_face
 
 
 def read_all(folder):

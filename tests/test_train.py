@@ -5,13 +5,11 @@ import math
 import pytest
 import torch
 
-from gclf.augment import batch_augmenter, train_transform
 from gclf.device import select_device
 from gclf.errors import UserError
-from gclf.losses import make_loss
-from gclf.model import build_model
 from gclf.params import AugmentParams
-from gclf.train import (
+from gclf.train.augment import batch_augmenter, train_transform
+from gclf.train.loop import (
     FitConfig,
     adam_plateau,
     adamw_schedule,
@@ -20,6 +18,8 @@ from gclf.train import (
     layer_decay_groups,
     progressive_sizes,
 )
+from gclf.train.losses import make_loss
+from gclf.train.model import build_model
 from gclf.tta import predict_probs
 
 SIZE = 32
@@ -102,7 +102,7 @@ def test_progressive_resizing_trains_at_each_epochs_size(monkeypatch):
 def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch, backend):
     full = phase2_run(epochs=4, backend=backend)
     state = tmp_path / "state.pt"
-    import gclf.train as train_module
+    import gclf.train.loop as train_module
 
     # "kill" the run after its second epoch: the loop stops, the state file stays behind
     real_save = train_module.atomic_write
@@ -204,7 +204,7 @@ DDP_SCRIPT = """
 import os, sys, torch
 sys.path.insert(0, {tests!r})
 from test_train import phase2_run
-from gclf.train import save_phase
+from gclf.train.loop import save_phase
 
 result = phase2_run(epochs=2, ema_decay=0.9)
 rank = os.environ["RANK"]
@@ -240,22 +240,22 @@ def test_torchrun_ddp_on_cpu_trains_one_model_and_rank_0_writes(tmp_path):
 DDP_RESUME_SCRIPT = """
 import os, sys, torch
 sys.path.insert(0, {tests!r})
-import gclf.train
+import gclf.train.loop
 from test_train import phase2_run
 
 rank = os.environ["RANK"]
 state = f"rank{{rank}}/state.pt"  # each rank's own disk: only rank 0 writes a state
 os.makedirs(f"rank{{rank}}", exist_ok=True)
 if sys.argv[1] == "first":  # two epochs, then stop with the state left behind, as a kill would
-    gclf.train.os.unlink = lambda path: None
+    gclf.train.loop.os.unlink = lambda path: None
     phase2_run(epochs=2, state_path=state, backend="batched")
 else:
     trained = []
-    train_epoch = gclf.train._train_epoch
+    train_epoch = gclf.train.loop._train_epoch
     def record(*args, epoch, **kwargs):
         trained.append(epoch)
         return train_epoch(*args, epoch=epoch, **kwargs)
-    gclf.train._train_epoch = record
+    gclf.train.loop._train_epoch = record
     result = phase2_run(epochs=4, state_path=state, backend="batched")
     torch.save({{"trained": trained, "weights": result.model.state_dict()}}, f"rank{{rank}}.pt")
 """

@@ -18,7 +18,7 @@ class ImageDataset(torch.utils.data.Dataset):
     made float on the training device. ``transforms``, when given, holds one per-image transform per
     class label (0, 1), usually the same one, ending in a float [0, 1] conversion; batches are then float.
     ``targets``, when given, holds a row of per-sample training targets (the distillation teacher's,
-    :mod:`gclf.distill`) for each image; a batch then carries its rows as a third element.
+    :mod:`gclf.train.distill`) for each image; a batch then carries its rows as a third element.
     """
 
     def __init__(

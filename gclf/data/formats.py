@@ -15,7 +15,7 @@ import shutil
 from typing import Callable, Iterator
 
 from gclf.data.manifest import DataError, Record, Rejected
-from gclf.synthetic import make_synthetic
+from gclf.data.synthetic import make_synthetic
 
 GLOB_CHARACTERS = "*?["  # a path with one of them, naming no file, is a glob (glob_files)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")  # GIF: its first frame

@@ -1,7 +1,7 @@
 """Records and manifests: the CSVs the split stage writes to ``data/splits/`` and every later stage reads.
 
 A manifest is a CSV with columns ``path,label,sha1,<metadata...>``; ``path`` opens from the repo root,
-``label`` is 0 (male) or 1 (female, the positive class), see :data:`gclf.model.CLASSES`.
+``label`` is 0 (male) or 1 (female, the positive class): :data:`CLASSES`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from gclf.errors import UserError
 from gclf.io import csv_text
 
 SPLITS_DIR = "data/splits"
+CLASSES = ("male", "female")  # label 0, label 1 (the positive class)
 
 
 class DataError(UserError):

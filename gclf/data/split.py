@@ -12,9 +12,8 @@ import numpy as np
 
 from gclf.data.clean import deduplicate, inspect_all
 from gclf.data.formats import IMAGE_EXTENSIONS, SCANNERS, scan_synthetic
-from gclf.data.manifest import DataError, Record, Rejected, manifest_text
+from gclf.data.manifest import CLASSES, DataError, Record, Rejected, manifest_text
 from gclf.io import csv_text, write_text
-from gclf.model import CLASSES
 
 SPLITS = ("train", "val", "test")
 

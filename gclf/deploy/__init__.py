@@ -1,6 +1,6 @@
 """Using a trained artifact outside the pipeline: :mod:`gclf.deploy.predict` (``gclf predict``, :class:`Predictor`),
 :mod:`gclf.deploy.serve` (``gclf serve``, an HTTP service; the ``serve`` extra) and its load test,
-:mod:`gclf.deploy.benchserve` (``gclf bench-serve``)."""
+:mod:`gclf.bench.serve` (``gclf bench-serve``)."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ from starlette.requests import ClientDisconnect
 
 from gclf.deploy.connections import HeaderDeadlineProtocol, raise_open_file_limit
 from gclf.deploy.guards import Admission, HideInternalErrors, error_response
-from gclf.deploy.predict import json_row
+from gclf.deploy.rows import json_row
 from gclf.deploy.schema import Error, Health, Meta, prediction_model
 from gclf.deploy.serveconfig import ServeConfig
 from gclf.deploy.service import FIELD, Service

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gclf.deploy import available_cores
-from gclf.detect import DEFAULT_MAX_FACES, DEFAULT_MIN_FACE_SIZE
+from gclf.faces.detect import DEFAULT_MAX_FACES, DEFAULT_MIN_FACE_SIZE
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from starlette.types import Receive
 from gclf.data import WORKERS
 from gclf.deploy.batcher import Batcher, BatcherStopped, QueueFull
 from gclf.deploy.guards import DEADLINE, RequestStats, ServeError, busy
-from gclf.deploy.predict import NO_FACE, Decoded, Predictor, Row
+from gclf.deploy.predict import Decoded, Predictor
+from gclf.deploy.rows import NO_FACE, Row
 from gclf.deploy.serveconfig import ServeConfig
 
 FIELD = "file"  # the multipart field of the images
@@ -168,6 +169,6 @@ def status_for(reason: str) -> int:
     """The HTTP status of a file :class:`Predictor` could not use, from its reason."""
     if reason == "not an image":
         return 415
-    if reason.startswith("too large"):  # over the pixel limit, or a photo over gclf.photos' own limit
+    if reason.startswith("too large"):  # over the pixel limit, or a photo over gclf.faces.photos' own limit
         return 413
     return 400  # truncated, empty, too small for a face, undecodable

@@ -17,15 +17,16 @@ import openvino.properties.hint as ov_hints
 import torch
 from torch import nn
 
-from gclf.artifact import DYNAMIC_INT8, existing_artifact, legacy_quantization_warnings_silenced
-from gclf.model import ModelError, build_model, load_model, load_weights
-from gclf.quantize import quantize_dynamic_linear
+from gclf.export.artifact import DYNAMIC_INT8, existing_artifact, legacy_quantization_warnings_silenced
+from gclf.export.quantize import quantize_dynamic_linear
+from gclf.train.model import ModelError, build_model, load_model, load_weights
 
 Runner = Callable[[np.ndarray], np.ndarray]  # float32 pixels (N, 3, S, S) in [0, 1] -> float32 logits (N,)
 
 
 def load_torch_artifact(path: str | Path) -> nn.Module:
-    """Load a ``.pt`` file: a plain gclf checkpoint, or one written by :func:`gclf.quantize.save_dynamic_int8`."""
+    """Load a ``.pt`` file: a plain gclf checkpoint, or one written by
+    :func:`gclf.export.quantize.save_dynamic_int8`."""
     try:
         with legacy_quantization_warnings_silenced():
             ckpt = torch.load(path, map_location="cpu", weights_only=True)

@@ -18,8 +18,8 @@ import onnx
 import openvino as ov
 import torch
 
-from gclf.model import ModelError
 from gclf.outputs import verified
+from gclf.train.model import ModelError
 
 DYNAMIC_INT8 = "dynamic_int8_linear"  # meta["quantization"] of a dynamically quantized checkpoint
 META_KEY = "gclf"  # ONNX metadata_props key / OpenVINO rt_info key of the artifact's meta, a JSON string

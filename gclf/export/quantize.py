@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from gclf.artifact import ARTIFACTS, DYNAMIC_INT8, META_KEY, legacy_quantization_warnings_silenced
-from gclf.export import export_onnx, save_openvino_ir, to_openvino
-from gclf.model import save_checkpoint, save_model
+from gclf.export.artifact import ARTIFACTS, DYNAMIC_INT8, META_KEY, legacy_quantization_warnings_silenced
+from gclf.export.onnx import export_onnx, save_openvino_ir, to_openvino
+from gclf.train.model import save_checkpoint, save_model
 
 
 def quantize_dynamic_linear(model: nn.Module) -> nn.Module:
@@ -47,7 +47,7 @@ def quantize_static(
 
     ``calibration`` is float32 (N, 3, S, S) in [0, 1], as the model sees in inference; NNCF fixes
     activation ranges on all N images (the caller picks N: ``quantize.calibration_images``).
-    ``meta`` goes into the IR's ``rt_info`` under :data:`gclf.artifact.META_KEY`.
+    ``meta`` goes into the IR's ``rt_info`` under :data:`gclf.export.artifact.META_KEY`.
     """
     import nncf  # here, not at the top: importing it takes seconds and only this stage needs it
 
@@ -74,8 +74,8 @@ def quantize_static(
 def write_artifacts(
     model: nn.Module, meta: dict[str, Any], calibration: np.ndarray, paths: dict[str, str] = ARTIFACTS
 ) -> None:
-    """Every artifact of :data:`gclf.artifact.ARTIFACTS` (at ``paths``) from an FP32 model: the checkpoint, the ONNX
-    export, the dynamic INT8 of the Linear layers and the static INT8 IR calibrated on ``calibration``."""
+    """Every artifact of :data:`gclf.export.artifact.ARTIFACTS` (at ``paths``) from an FP32 model: the checkpoint,
+    the ONNX export, the dynamic INT8 of the Linear layers and the static INT8 IR calibrated on ``calibration``."""
     save_model(paths["fp32_eager"], model, meta)
     export_onnx(model, paths["fp32_onnxruntime"], calibration.shape[-1], meta=meta)
     save_dynamic_int8(paths["int8_dynamic_linear"], quantize_dynamic_linear(model), meta)

@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from gclf.augment import training_augment
 from gclf.data.dataset import ImageDataset
 from gclf.data.formats import SCANNERS
 from gclf.data.images import CACHE_DIR, load_images
 from gclf.data.manifest import DataError
-from gclf.memory import PeakMemory
 from gclf.params import AugmentParams
-from gclf.train import FitConfig, device_batch, split_augment, train_loader
+from gclf.train.augment import training_augment
+from gclf.train.loop import FitConfig, device_batch, split_augment, train_loader
+from gclf.train.memory import PeakMemory
 
 
 def bench_data(

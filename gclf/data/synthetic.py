@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from gclf.model import CLASSES
+from gclf.data.manifest import CLASSES
 
 WORKERS = 2  # threads drawing and writing images
 SUPERSAMPLE = 2  # draw at twice the size and downsample: ImageDraw has no antialiasing

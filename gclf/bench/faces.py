@@ -1,7 +1,7 @@
 """``gclf bench-faces``: face detection measured on composite photos of labelled faces.
 
 Labelled face crops (a test split, say) are pasted into 640 x 480 composites
-(:mod:`gclf.composites`), saved as JPEG and run through ``gclf predict --detect-faces``. Reported:
+(:mod:`gclf.faces.composites`), saved as JPEG and run through ``gclf predict --detect-faces``. Reported:
 detection recall and precision (IoU >= 0.5 between the pasted square and the crop square made from
 the detector's box) for faces of at least 64 px and smaller ones; the end-to-end accuracy on the
 faces found against the accuracy of the same faces' original crop files; the same with the crop
@@ -21,11 +21,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from gclf.composites import Pasted, composite_photos
 from gclf.data.images import to_rgb
 from gclf.data.manifest import Record
-from gclf.deploy.predict import Predictor, Row, guarded
-from gclf.detect import LEVEL_FROM_DEGREES, Face, box_iou, crop_square, face_crop
+from gclf.deploy.predict import Predictor
+from gclf.deploy.rows import Row
+from gclf.faces.composites import Pasted, composite_photos
+from gclf.faces.detect import LEVEL_FROM_DEGREES, Face, box_iou, crop_square, face_crop
+from gclf.faces.read import guarded
 
 SMALL_FACE = 64  # the recall target is for faces at least this large
 JPEG_QUALITY = 92
@@ -209,7 +211,7 @@ def accuracy(predictor: Predictor, pixels: list[np.ndarray], labels: np.ndarray)
 
 
 def shrunk_crop(path: str, side: int, image_size: int) -> np.ndarray:
-    """The crop file reduced to ``side`` px as :func:`gclf.composites.composite_photos` pastes it,
+    """The crop file reduced to ``side`` px as :func:`gclf.faces.composites.composite_photos` pastes it,
     then resized to the model's size as :func:`gclf.data.images.decode_image` does."""
     with Image.open(path) as image:
         small = image.convert("RGB").resize((side, side), Image.LANCZOS)

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gclf.data.manifest import CLASSES
 from gclf.metrics import most_confident
-from gclf.model import CLASSES, ModelError
+from gclf.train.model import ModelError
 
 MIN_SIDE = 4  # cells per side of the default feature map
 

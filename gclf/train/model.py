@@ -16,11 +16,11 @@ import timm
 import torch
 from torch import nn
 
+from gclf.data.manifest import CLASSES
 from gclf.errors import UserError
 from gclf.io import atomic_write
 from gclf.outputs import verified
 
-CLASSES = ("male", "female")  # label 0, label 1 (the positive class)
 HEADS = ("mlp", "linear")
 
 

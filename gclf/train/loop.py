@@ -8,7 +8,7 @@ rank 0 writes files, every rank resumes from rank 0's state; see :mod:`gclf.devi
 The input pipeline is built for a GPU: batches are gathered whole from the memory-mapped
 decoded-image store (:mod:`gclf.data.images`), copied to the device as uint8 (a quarter of the
 bytes of float; pinned on CUDA, without blocking), and augmented there, per sample, in one batched
-pass (:class:`gclf.augment.BatchAugment`); ``augment.backend: per-image`` keeps torchvision's
+pass (:class:`gclf.train.augment.BatchAugment`); ``augment.backend: per-image`` keeps torchvision's
 per-image path in the DataLoader as the reference.
 """
 
@@ -37,12 +37,12 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Weig
 
 from gclf.data.dataset import ImageDataset, whole_batch
 from gclf.device import init_distributed
-from gclf.distill import Distiller, student_forward
 from gclf.errors import UserError
 from gclf.io import atomic_write
-from gclf.memory import PeakMemory
 from gclf.metrics import binary_metrics
 from gclf.progress import progress
+from gclf.train.distill import Distiller, student_forward
+from gclf.train.memory import PeakMemory
 from gclf.tta import predict_probs
 
 
@@ -284,7 +284,7 @@ def _train_epoch(
     CUDA, and on the CPU with ``cfg.cpu_bf16``), backward (scaled for float16), clip, step the
     optimiser, update the EMA and step ``batch_scheduler`` (None when the schedule steps per epoch).
     With a ``distiller`` the batches carry the teacher's targets, and the loss distils them
-    (:meth:`gclf.distill.Distiller.loss`).
+    (:meth:`gclf.train.distill.Distiller.loss`).
 
     Returns the logits and labels of the images trained on, and their summed loss.
     """
@@ -474,12 +474,12 @@ def fit(
     """Train ``model`` on uint8 images + float labels; validate each epoch; return the best weights.
 
     ``augment`` augments training images: a batch augmentation run on ``device``
-    (:class:`gclf.augment.BatchAugment`), or per-image transforms run by the DataLoader, one per
+    (:class:`gclf.train.augment.BatchAugment`), or per-image transforms run by the DataLoader, one per
     class label (0, 1).
     ``state_path`` holds a checkpoint written after every epoch (model, optimiser, scheduler,
     EMA, best weights, history); a run started with the same ``state_key`` resumes after the
     last finished epoch and ends as an uninterrupted run would. It is removed on success.
-    ``distiller``: distil the teacher's targets for the ``train`` images (:mod:`gclf.distill`); its
+    ``distiller``: distil the teacher's targets for the ``train`` images (:mod:`gclf.train.distill`); its
     projection must be among the optimiser's parameters. The returned model is the student alone.
     ``on_epoch(row, images_per_s)`` is called on rank 0 after each epoch with its history row and its
     training throughput (:class:`gclf.live.EpochLog`); on a resume, first for every epoch already run.
@@ -613,10 +613,10 @@ def run_phase(
     """:func:`fit` with what both phases share: the loss and augmentation from params ``p``, a
     resumable state at :func:`state_path` keyed by the params and the ``inputs`` files, each epoch
     logged with DVCLive to ``plots/NAME/`` (:class:`gclf.live.EpochLog`, rank 0 only); the
-    ``distiller`` (:func:`gclf.distill.make_distiller`) when distillation is on."""
-    from gclf.augment import training_augment
+    ``distiller`` (:func:`gclf.train.distill.make_distiller`) when distillation is on."""
     from gclf.live import EpochLog
-    from gclf.losses import make_loss
+    from gclf.train.augment import training_augment
+    from gclf.train.losses import make_loss
 
     rank, _ = init_distributed()
 
@@ -644,7 +644,7 @@ def save_phase(name: str, result: FitResult, meta: dict, monitor: str) -> None:
     per-epoch curves are already in ``plots/NAME/`` (:func:`run_phase`). Under ``torchrun`` only
     rank 0 writes: every rank holds the same result."""
     from gclf.io import write_json
-    from gclf.model import save_model
+    from gclf.train.model import save_model
 
     if dist.is_initialized() and dist.get_rank() != 0:
         return

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from gclf.artifact import ARTIFACTS, artifact_size_mb
-from gclf.model import artifact_meta, build_model
-from gclf.quantize import write_artifacts
-from gclf.runtime import Runner, compiled_torch_runner, load_runner, openvino_runner
+from gclf.export.artifact import ARTIFACTS, artifact_size_mb
+from gclf.export.quantize import write_artifacts
+from gclf.export.runtime import Runner, compiled_torch_runner, load_runner, openvino_runner
+from gclf.train.model import artifact_meta, build_model
 
 REFERENCE = "fp32_eager"
 FP32_ATOL = 1e-3  # FP32 runtimes against FP32 eager: float reordering only
@@ -144,7 +144,7 @@ def check_agreement(
 def artifact_runners(
     paths: dict[str, str], threads: int, example: np.ndarray, torch_compile: bool
 ) -> dict[str, Runner]:
-    """A runner per artifact of :data:`gclf.artifact.ARTIFACTS` (at ``paths``), plus the FP32 ONNX file
+    """A runner per artifact of :data:`gclf.export.artifact.ARTIFACTS` (at ``paths``), plus the FP32 ONNX file
     through OpenVINO and, when asked and it compiles here, the FP32 checkpoint through torch.compile."""
     runners = {name: load_runner(path, threads) for name, path in paths.items()}
     runners["fp32_openvino"] = openvino_runner(paths["fp32_onnxruntime"], threads)

@@ -5,7 +5,7 @@ The server starts in its own process on a free port; for each concurrency, the i
 many clients (aiohttp, keep-alive connections) post one image per request, back to back, for a
 fixed time: images/s, p50 and p99 latency and errors per concurrency, and each rate as a fraction
 of the in-process one measured just before (docs/serve.md). Then the server is pushed past its
-limits: an overload and a slow-header phase (:mod:`gclf.deploy.stress`).
+limits: an overload and a slow-header phase (:mod:`gclf.bench.stress`).
 """
 
 from __future__ import annotations
@@ -30,15 +30,16 @@ import aiohttp
 import numpy as np
 import torch
 
-from gclf.artifact import deployment_meta
-from gclf.bench import machine_facts
+from gclf.bench.models import machine_facts
+from gclf.bench.stress import noise_png, overload, slow_headers
+from gclf.data.synthetic import make_synthetic
 from gclf.deploy.connections import raise_open_file_limit
-from gclf.deploy.predict import DEFAULT_TTA_VIEWS, Inputs, Predictor
+from gclf.deploy.inputs import Inputs
+from gclf.deploy.predict import DEFAULT_TTA_VIEWS, Predictor
 from gclf.deploy.serve import STOPPED
-from gclf.deploy.stress import noise_png, overload, slow_headers
 from gclf.errors import UserError
-from gclf.model import artifact_meta, build_model, save_model
-from gclf.synthetic import make_synthetic
+from gclf.export.artifact import deployment_meta
+from gclf.train.model import artifact_meta, build_model, save_model
 
 UTKFACE = "../shared/data/utkface"  # where the README's examples keep UTKFace; used when present
 STARTUP_TIMEOUT_S = 300  # each worker imports torch and loads the model; slow on busy cores

@@ -68,7 +68,7 @@ def make_projection(in_features: int, seed: int) -> nn.Linear:
 
 
 def student_forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, pooled features) of a :class:`gclf.model.Classifier`: its forward, keeping the features."""
+    """(logits, pooled features) of a :class:`gclf.train.model.Classifier`: its forward, keeping the features."""
     pooled = model.backbone(model.normalize(x))
     return model.head(pooled).squeeze(1), pooled
 

@@ -1,7 +1,7 @@
 """Fault injection: kill the default pipeline at random moments, then check that ``dvc repro`` still
 ends with exactly the results of an uninterrupted run.
 
-    python -m gclf.faults [--kills-per-stage 3] [--seed 0] [--dir .cache/faults]
+    python -m gclf.bench.faults [--kills-per-stage 3] [--seed 0] [--dir .cache/faults]
 
 It clones the current commit twice. In one clone ``dvc repro`` runs uninterrupted: the reference,
 and each stage's duration. In the other, each stage is SIGKILLed (the process group: DVC and the
@@ -289,7 +289,7 @@ def differences(reference: Path, faulted: Path, stages: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m gclf.faults", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m gclf.bench.faults", description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills-per-stage", type=int, default=3, help="SIGKILLs aimed at each stage (default 3)")
     ap.add_argument("--seed", type=int, default=0, help="seeds the kill moments (default 0)")
     ap.add_argument("--dir", default=".cache/faults", help="where the two clones go (default .cache/faults)")

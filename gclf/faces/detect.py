@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gclf.photos import open_photo
+from gclf.faces.photos import open_photo
 
-MODEL_PATH = Path(__file__).with_name("weights") / "face_detection_full_range.tflite"
+MODEL_PATH = Path(__file__).parent / "weights" / "face_detection_full_range.tflite"
 INPUT_SIZE = 192
 ANCHOR_GRID = 48  # one anchor per 4 x 4 cell of the input, at the cell centre
 MIN_SCORE = 0.6  # measured (docs/faces.md): false positives all scored 0.52-0.59; recall the same as at 0.5
@@ -169,7 +169,7 @@ class FaceDetector:
         import openvino as ov
 
         core = ov.Core()
-        # f32 pinned, as in gclf.runtime: CPUs with bf16 would otherwise run it in bf16 and move scores
+        # f32 pinned, as in gclf.export.runtime: CPUs with bf16 would otherwise run it in bf16 and move scores
         config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
         self._model = core.compile_model(str(MODEL_PATH), "CPU", config)
         self._outputs = [
@@ -186,14 +186,14 @@ class FaceDetector:
         return result[self._outputs[0]].reshape(-1, 16), result[self._outputs[1]].reshape(-1)
 
     def in_photo(self, path: str) -> tuple[Image.Image, tuple[float, float], list[Face]]:
-        """The photo at ``path`` as :func:`gclf.photos.open_photo` gives it (upright, reduced), its
+        """The photo at ``path`` as :func:`gclf.faces.photos.open_photo` gives it (upright, reduced), its
         factors (x, y) to the whole photo's pixels, and the faces in it (in the reduced copy's pixels)."""
         photo, (sx, sy) = open_photo(path)
         return photo, (sx, sy), self(photo, max(sx, sy))
 
     def __call__(self, image: Image.Image, pixel_scale: float = 1.0) -> list[Face]:
         """The faces in ``image``, a copy of a photo reduced ``pixel_scale`` times
-        (:func:`gclf.photos.open_photo`): ``min_face_size`` counts the photo's own pixels."""
+        (:func:`gclf.faces.photos.open_photo`): ``min_face_size`` counts the photo's own pixels."""
         smallest = SIZE_SLACK * self.min_face_size / pixel_scale
         near, far = [], []
         for left, top, side in detection_windows(image.width, image.height, smallest):

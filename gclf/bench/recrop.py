@@ -1,4 +1,4 @@
-"""``python -m gclf.faces.recrop``: does alignment undo the framing of face crops from the web?
+"""``python -m gclf.bench.recrop``: does alignment undo the framing of face crops from the web?
 
 UTKFace's chips are aligned (:mod:`gclf.faces.align`); crops found on the web are not: framed
 looser or tighter, off centre, rolled, cut at the forehead or the chin. Each test chip is re-cropped
@@ -25,9 +25,10 @@ from PIL import Image
 
 from gclf.data.images import to_rgb
 from gclf.data.manifest import Record
-from gclf.deploy.predict import Predictor, guarded
+from gclf.deploy.predict import Predictor
 from gclf.errors import UserError
 from gclf.faces.align import CHIP_SIZE, Aligner
+from gclf.faces.read import guarded
 
 SCALE = 0.25  # the crop's side: the chip's x 0.75 to 1.25
 SHIFT = 0.10  # the crop's centre moved by up to 10 % of the chip's side, each axis
@@ -162,13 +163,13 @@ def report_table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from gclf.bench import machine_facts
+    from gclf.bench.models import machine_facts
     from gclf.cli import LABELLED_FORMATS, positive_int
-    from gclf.external import MANIFEST, labelled_faces, skipped_summary
+    from gclf.evaluate.external import MANIFEST, labelled_faces, skipped_summary
     from gclf.io import write_json
     from gclf.stage import fail
 
-    parser = argparse.ArgumentParser(prog="python -m gclf.faces.recrop", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m gclf.bench.recrop", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, metavar="ARTIFACT", help="a .pt checkpoint, .onnx or OpenVINO .xml")
     parser.add_argument(
         "--data", default="data/splits/test.csv", metavar="PATH", help="labelled face chips (default %(default)s)"

@@ -17,7 +17,8 @@ from gclf.errors import EXIT_SOME_INPUTS_FAILED, EXIT_USER_ERROR, UserError
 from gclf.stage import fail
 
 if TYPE_CHECKING:  # imported where used: it loads torch, ONNX Runtime and OpenVINO
-    from gclf.deploy.predict import Predictor, Tally
+    from gclf.deploy.predict import Predictor
+    from gclf.deploy.rows import Tally
 
 
 def bounded(kind: type, low: float, high: float, expected: str) -> Callable[[str], Any]:
@@ -53,7 +54,7 @@ SERVE_EXTRA = {  # module: its package in pyproject.toml's serve extra
 
 def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
     """``--detect-faces`` and its options (predict, evaluate, explain)."""
-    from gclf.detect import DEFAULT_MAX_FACES, DEFAULT_MIN_FACE_SIZE
+    from gclf.faces.detect import DEFAULT_MAX_FACES, DEFAULT_MIN_FACE_SIZE
 
     parser.add_argument(
         "--detect-faces",
@@ -174,8 +175,9 @@ def predict_command(args: argparse.Namespace) -> None:
 
     from tqdm import tqdm
 
+    from gclf.deploy.inputs import Inputs, selected
     from gclf.deploy.output_file import check_and_record_settings, output_lock, run_settings
-    from gclf.deploy.predict import Inputs, Tally, output_format, resume_output, selected, write_rows
+    from gclf.deploy.rows import Tally, output_format, resume_output, write_rows
 
     if args.save_crops and not args.detect_faces:
         raise UserError("--save-crops needs --detect-faces")
@@ -267,9 +269,9 @@ def explain_command(args: argparse.Namespace) -> None:
     """Run ``gclf explain``: the PNG to --out, the prediction on stdout."""
     import torch
 
-    from gclf.explain import explain_faces_png, explain_png, load_explainable
-    from gclf.gradcam import default_layer, feature_maps
-    from gclf.model import CLASSES
+    from gclf.data.manifest import CLASSES
+    from gclf.evaluate.explain import explain_faces_png, explain_png, load_explainable
+    from gclf.evaluate.gradcam import default_layer, feature_maps
 
     model, meta = load_explainable(args.model)
     if args.list_layers:
@@ -284,7 +286,7 @@ def explain_command(args: argparse.Namespace) -> None:
         print(f"note: {args.model} carries no threshold; using 0.5 (see --threshold)", file=sys.stderr)
     target = None if args.target == "predicted" else CLASSES.index(args.target)
     if args.detect_faces:
-        from gclf.detect import FaceDetector
+        from gclf.faces.detect import FaceDetector
 
         detector = FaceDetector(min_face_size=args.min_face_size, max_faces=args.max_faces)  # 2 threads
         found = explain_faces_png(
@@ -348,7 +350,7 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 def evaluate_command(args: argparse.Namespace) -> None:
     """Run ``gclf evaluate``: metrics on stdout (and --out), skipped files and notes on stderr."""
-    from gclf.external import evaluate_artifact, scan_labelled, skipped_summary
+    from gclf.evaluate.external import evaluate_artifact, scan_labelled, skipped_summary
     from gclf.io import dumps_json, write_json
 
     if args.bootstrap < 0:
@@ -390,7 +392,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def bench_command(args: argparse.Namespace) -> None:
-    from gclf.bench import random_weight_benchmark, report_table
+    from gclf.bench.models import random_weight_benchmark, report_table
     from gclf.io import write_json
 
     report = random_weight_benchmark(
@@ -441,9 +443,9 @@ def add_bench_faces_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def bench_faces_command(args: argparse.Namespace) -> None:
-    from gclf.bench import machine_facts
-    from gclf.external import labelled_faces, skipped_summary
-    from gclf.facebench import face_benchmark, read_faces, report_table
+    from gclf.bench.faces import face_benchmark, read_faces, report_table
+    from gclf.bench.models import machine_facts
+    from gclf.evaluate.external import labelled_faces, skipped_summary
     from gclf.io import write_json
 
     records, faces, unreadable = read_faces(labelled_faces(args.data, args.format))
@@ -490,8 +492,8 @@ def add_bench_data_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def bench_data_command(args: argparse.Namespace) -> None:
-    from gclf.bench import machine_facts
-    from gclf.databench import bench_data
+    from gclf.bench.data import bench_data
+    from gclf.bench.models import machine_facts
     from gclf.device import select_device
     from gclf.io import dumps_json, write_json
 
@@ -628,9 +630,9 @@ def add_server_arguments(parser: argparse.ArgumentParser, cores: int) -> None:
 
 def serve_command(args: argparse.Namespace) -> None:
     require_serve_extra()
-    from gclf.artifact import read_artifact_meta
     from gclf.deploy.serve import serve
     from gclf.deploy.serveconfig import ServeConfig
+    from gclf.export.artifact import read_artifact_meta
 
     read_artifact_meta(args.model)  # a bad --model is one line here, not a failing start in every worker
     serve(
@@ -725,8 +727,8 @@ def add_bench_serve_parser(sub: argparse._SubParsersAction) -> None:
 
 def bench_serve_command(args: argparse.Namespace) -> None:
     require_serve_extra()
+    from gclf.bench.serve import bench_serve, report_table
     from gclf.deploy import available_cores
-    from gclf.deploy.benchserve import bench_serve, report_table
     from gclf.io import write_json
 
     report = bench_serve(

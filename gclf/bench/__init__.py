@@ -1,0 +1,1 @@
+"""Measurements that print numbers: model speed, the input pipeline, faces, the service, re-crops, fault recovery."""

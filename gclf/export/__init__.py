@@ -1,0 +1,1 @@
+"""Deployable artifacts: ONNX and OpenVINO export, INT8 quantization, the runners that load each file."""
