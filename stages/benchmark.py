@@ -1,9 +1,11 @@
 """Stage benchmark: CPU size, batch-1 latency and batch throughput of every artifact, measured in
 one interleaved run against FP32 eager PyTorch, after checking that all of them agree."""
 
-from gclf.bench.models import benchmark_artifacts, machine_facts
+from gclf.bench.harness import machine_facts
+from gclf.bench.models import benchmark_artifacts
 from gclf.data.images import load_split
 from gclf.evaluate.plots import benchmark_png
+from gclf.export.artifact import input_pixels
 from gclf.io import write_json
 from gclf.stage import run_stage
 
@@ -12,7 +14,7 @@ INT8_MIN_CORRELATION = 0.8  # INT8: logits move by design; the images' ranking m
 
 def main(p):
     b = p.benchmark
-    pixels = load_split("test", p.data.image_size)[0][: b.batch_size].float().div(255).contiguous().numpy()
+    pixels = input_pixels(load_split("test", p.data.image_size)[0][: b.batch_size])
     report = benchmark_artifacts(
         pixels,
         threads=b.threads,

@@ -4,16 +4,12 @@ from gclf.data.images import load_split
 from gclf.device import select_device
 from gclf.stage import run_stage
 from gclf.train.distill import make_distiller
-from gclf.train.loop import (
-    FitConfig,
-    adam_plateau,
-    freeze_backbone,
-    run_phase,
-    save_phase,
-    seed_everything,
-    state_path,
-)
+from gclf.train.loop import FitConfig
 from gclf.train.model import artifact_meta, build_model, load_backbone_weights
+from gclf.train.optim import adam_plateau, freeze_backbone
+from gclf.train.phases import run_phase, save_phase
+from gclf.train.seeds import seed_everything
+from gclf.train.state import state_path
 
 
 def main(p):

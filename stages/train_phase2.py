@@ -5,15 +5,12 @@ from gclf.data.images import load_split
 from gclf.device import init_distributed, select_device
 from gclf.stage import run_stage
 from gclf.train.distill import make_distiller
-from gclf.train.loop import (
-    FitConfig,
-    adamw_schedule,
-    progressive_sizes,
-    run_phase,
-    save_phase,
-    state_path,
-)
+from gclf.train.loop import FitConfig
 from gclf.train.model import load_model
+from gclf.train.optim import adamw_schedule
+from gclf.train.phases import run_phase, save_phase
+from gclf.train.pipeline import progressive_sizes
+from gclf.train.state import state_path
 
 
 def main(p):

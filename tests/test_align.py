@@ -1,4 +1,4 @@
-"""Faces near the camera and alignment in every way in (``gclf.faces.align``, ``gclf.bench.recrop``),
+"""Faces near the camera and alignment in every way in (``gclf.faces.align``, ``gclf bench-recrop``),
 on the one real face scikit-image ships (the astronaut): crops that fill the frame or are cut are
 found, a re-framed crop is aligned back onto its chip, ``gclf predict`` aligns crops and detected
 faces unless told not to, and says so in every row."""
@@ -14,10 +14,10 @@ from PIL import Image
 from skimage import data as skimage_data
 from test_faces import ASTRONAUT_FACE, save_test_model
 
-from gclf.bench.recrop import Framing, recrop, recrop_benchmark
+from gclf.bench.recrop import Framing, recrop
 from gclf.cli import main
 from gclf.data.images import decode_image
-from gclf.data.manifest import Record
+from gclf.data.manifest import Record, manifest_text
 from gclf.deploy.predict import Predictor
 from gclf.errors import UserError
 from gclf.faces import align
@@ -138,15 +138,21 @@ def test_without_the_landmark_model_faces_go_in_unaligned_or_align_says_why(mode
 
 
 @needs_aligner
-def test_recrop_benchmark_scores_originals_and_recrops_with_and_without_alignment(chip, model_path, tmp_path):
+def test_bench_recrop_scores_originals_and_recrops_with_and_without_alignment(chip, model_path, tmp_path, capsys):
     records = []
     for index, gain in enumerate((0.8, 1.0, 1.2)):
         path = tmp_path / f"{index}.png"
         Image.eval(chip, lambda v, g=gain: min(255, round(v * g))).save(path)
         records.append(Record(str(path), index % 2, {}))
     records.append(Record(str(tmp_path / "missing.png"), 0, {}))
-    report, unreadable = recrop_benchmark(model_path, records, count=10, seed=0, threads=1)
-    assert report["chips"] == 3 and unreadable == [(str(tmp_path / "missing.png"), "no such file")]
+    manifest, out = tmp_path / "test.csv", tmp_path / "recrop.json"
+    manifest.write_text(manifest_text(records, []), encoding="utf-8")
+    main(["bench-recrop", "--model", model_path, "--data", str(manifest), "--threads", "1", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert f"on 3 chips of {manifest}" in printed.out and "| re-crops aligned |" in printed.out
+    assert f"skipped 1 file:\n  {tmp_path / 'missing.png'}: no such file\n" in printed.err
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["chips"] == 3 and report["cpu_model"]
     for name in ("originals", "originals_aligned", "recrops", "recrops_aligned"):
         assert 0.0 <= report[f"accuracy_{name}"] <= 1.0
     assert report["landmark_offset_recrops_aligned_median_px"] < 6 < report["landmark_offset_recrops_median_px"]

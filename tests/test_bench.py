@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from gclf import cli
+from gclf.bench import harness
 from gclf.bench import models as bench
-from gclf.bench.models import AgreementError, benchmark, check_agreement, cpu_info, machine_facts, round_orders
+from gclf.bench.harness import benchmark, cpu_info, machine_facts, round_orders
+from gclf.export.agreement import FP32_ATOL, AgreementError, check_agreement
 
 
 def mean_logit(pixels: np.ndarray) -> np.ndarray:
@@ -87,7 +89,7 @@ def test_benchmark_reports_percentiles_throughput_and_speedups(monkeypatch):
         ("int8", 1): one_to_ten_ms,
         ("int8", 4): [0.004, 0.002, 0.001],  # median 2 ms per batch: 2000 img/s
     }
-    monkeypatch.setattr(bench, "seconds_per_call", fake_clock(script))
+    monkeypatch.setattr(harness, "seconds_per_call", fake_clock(script))
     runners = {"fp32_eager": named("fp32_eager"), "int8": named("int8")}
     result = benchmark(runners, image_size=4, warmup=0, repeats=9, batch_size=4)
 
@@ -170,7 +172,7 @@ def test_gclf_bench_measures_every_artifact_kind_of_a_random_model(tmp_path, mon
     report = json.loads((tmp_path / "speed.json").read_text())
     assert report["fp32_eager_speedup_b1"] == 1.0 and report["fp32_eager_size_ratio"] == 1.0
     assert report["int8_static_size_ratio"] < 0.6  # convolutions stored as INT8
-    assert report["fp32_onnxruntime_max_abs_diff"] <= bench.FP32_ATOL
+    assert report["fp32_onnxruntime_max_abs_diff"] <= FP32_ATOL
     assert sorted(p.name for p in tmp_path.iterdir()) == ["speed.json"]
 
 

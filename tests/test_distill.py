@@ -34,9 +34,11 @@ from gclf.train.distill import (
     student_forward,
     teacher_targets,
 )
-from gclf.train.loop import FitConfig, adamw_schedule, fit
+from gclf.train.loop import FitConfig, fit
 from gclf.train.losses import make_loss
 from gclf.train.model import build_model
+from gclf.train.optim import adamw_schedule
+from gclf.train.pipeline import InputPipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,11 +180,11 @@ def tiny_run(weights: dict | None = None, epochs=2, state_path=None):
     extra = distill.projection if distill else None
     optimizer, scheduler = adamw_schedule(model, 3e-3, 0.01, 1.0, "onecycle", 0.2, epochs * 2, extra=extra)
     cfg = FitConfig(epochs=epochs, batch_size=32, monitor="val_auc", seed=0, grad_clip=1.0, ema_decay=0.9)
-    augment = batch_augmenter(AugmentParams(), SIZE, train[1])
+    pipeline = InputPipeline(batch_augment=batch_augmenter(AugmentParams(), SIZE, train[1]))
     loss = make_loss("weighted_bce", train[1])
     device = select_device("cpu", 1)
     result = fit(
-        model, train, val, loss, optimizer, scheduler, cfg, augment, device, state_path, "k", distiller=distill
+        model, train, val, loss, optimizer, scheduler, cfg, pipeline, device, state_path, "k", distiller=distill
     )
     return result, distill
 
@@ -216,11 +218,11 @@ def test_distilled_training_changes_the_student_and_keeps_the_projection_out_of_
 
 def test_a_killed_distilled_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     """The projection is part of the saved training state: a resumed run ends where an uninterrupted one does."""
-    import gclf.train.loop as train_module
+    import gclf.train.state as state_module
 
     weights = {"soft_weight": 0.5, "embed_weight": 1.0}
     full, full_distiller = tiny_run(weights, epochs=3)
-    real_save, calls = train_module.atomic_write, []
+    real_save, calls = state_module.atomic_write, []
 
     def save_then_die(path, write):
         real_save(path, write)
@@ -228,10 +230,10 @@ def test_a_killed_distilled_run_resumes_to_the_same_result(tmp_path, monkeypatch
         if len(calls) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "atomic_write", save_then_die)
+    monkeypatch.setattr(state_module, "atomic_write", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         tiny_run(weights, epochs=3, state_path=tmp_path / "state.pt")
-    monkeypatch.setattr(train_module, "atomic_write", real_save)
+    monkeypatch.setattr(state_module, "atomic_write", real_save)
     resumed, resumed_distiller = tiny_run(weights, epochs=3, state_path=tmp_path / "state.pt")
     assert len(resumed.history) == 3 and resumed.history[1:] == full.history[1:]
     assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in full.model.state_dict().items())

@@ -139,10 +139,11 @@ def test_stage_code_deps_are_exactly_the_modules_it_imports(name):
 
 
 def test_the_import_walk_finds_what_a_stage_runs():
-    """The walk itself: packages, from-imports of modules, imports inside functions, lazy attributes."""
+    """The walk itself: packages, from-imports of modules, their imports in turn, lazy attributes
+    (imports inside functions: :func:`test_lazy_attributes_count_only_when_asked_for`)."""
     files = {f.relative_to(ROOT).as_posix() for f in imported_files(ROOT / "stages" / "train_phase1.py")}
     assert {"gclf/__init__.py", "gclf/data/__init__.py", "gclf/data/images.py", "gclf/stage.py"} <= files
-    assert {"gclf/train/augment.py", "gclf/live.py", "gclf/train/losses.py"} <= files  # imported inside run_phase
+    assert {"gclf/train/augment.py", "gclf/live.py", "gclf/train/losses.py"} <= files  # via gclf.train.phases
     assert "gclf/deploy/predict.py" not in files  # gclf.__getattr__'s import: only for gclf.Predictor
 
 

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gclf.cli import main
+from gclf.errors import ModelError
 from gclf.evaluate.explain import explain_png, load_explainable
 from gclf.evaluate.gradcam import cam_cases, default_layer, feature_maps, grad_cam
 from gclf.export import quantize
-from gclf.train.model import ModelError, artifact_meta, build_model, save_model
+from gclf.train.model import artifact_meta, build_model, save_model
 
 SIZE, HALF = 64, 32  # at 64 px the tiny model's default map is 4 x 4 cells
 QUADRANTS = {"top left": (0, 0), "top right": (0, 1), "bottom left": (1, 0), "bottom right": (1, 1)}

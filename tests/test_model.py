@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from gclf.errors import ModelError
 from gclf.train.model import (
-    ModelError,
     artifact_meta,
     build_model,
     load_backbone_weights,

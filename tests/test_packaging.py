@@ -22,6 +22,6 @@ def test_bundled_weights_ship_with_the_package():
 
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     section = pyproject.split("[tool.setuptools.package-data]", 1)[1]
-    patterns = ast.literal_eval(re.search(r"^gclf = (\[.*?\])", section, re.M).group(1))
-    shipped = {p for pattern in patterns for p in (ROOT / "gclf").glob(pattern)}
+    patterns = ast.literal_eval(re.search(r'^"gclf.faces" = (\[.*?\])', section, re.M).group(1))
+    shipped = {p for pattern in patterns for p in (ROOT / "gclf" / "faces").glob(pattern)}
     assert MODEL_PATH in shipped and MODEL_PATH.with_name("LICENSE-face_detection_full_range.txt") in shipped

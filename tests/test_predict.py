@@ -26,14 +26,14 @@ from gclf.data.images import load_images
 from gclf.deploy.inputs import Inputs, in_shard, selected
 from gclf.deploy.predict import COLUMNS, Predictor
 from gclf.deploy.rows import write_rows
-from gclf.errors import EXIT_SOME_INPUTS_FAILED, EXIT_USER_ERROR
+from gclf.errors import EXIT_SOME_INPUTS_FAILED, EXIT_USER_ERROR, ModelError
 from gclf.export import artifact, quantize
 from gclf.export import onnx as export
 from gclf.export.runtime import load_runner
 from gclf.faces.detect import Face
 from gclf.faces.read import read_image
 from gclf.io import dumps_json
-from gclf.train.model import ModelError, artifact_meta, build_model, load_model, save_model
+from gclf.train.model import artifact_meta, build_model, load_model, save_model
 from gclf.tta import predict_probs
 
 ARCH, HEAD, DROPOUT, SIZE = "test_efficientnet", "mlp", 0.3, 32

@@ -12,10 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from gclf.bench.models import REFERENCE
+from gclf.errors import ModelError
 from gclf.export import artifact, quantize, runtime
 from gclf.export import onnx as export
-from gclf.train.model import ModelError, artifact_meta, build_model, save_model
+from gclf.export.agreement import REFERENCE, AgreementError
+from gclf.export.scores import score_artifacts
+from gclf.train.model import artifact_meta, build_model, save_model
 
 ARCH, HEAD, DROPOUT, SIZE, THREADS = "test_efficientnet", "mlp", 0.3, 32, 1
 
@@ -180,3 +182,32 @@ def test_pipeline_artifacts_start_with_the_reference_and_all_have_runners():
     assert next(iter(artifact.ARTIFACTS)) == REFERENCE  # benchmark rows and agreement read it first
     assert {Path(p).suffix for p in artifact.ARTIFACTS.values()} <= set(runtime.RUNNER_FACTORIES)
     assert set(runtime.RUNNER_FACTORIES) == set(artifact.ARTIFACT_SUFFIXES)  # every kind named is runnable
+
+
+def test_calibration_sample_is_seeded_kept_in_order_and_scaled():
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2)  # image i is all i
+    sample = quantize.calibration_sample(images, 4, seed=3)
+    assert sample.shape == (4, 3, 2, 2) and sample.dtype == np.float32 and sample.flags.c_contiguous
+    picked = np.round(sample[:, 0, 0, 0] * 255).astype(int).tolist()
+    assert picked == sorted(set(picked))  # four different images, in the order they came
+    np.testing.assert_array_equal(quantize.calibration_sample(images, 4, seed=3), sample)
+    assert len(quantize.calibration_sample(images, 100, seed=3)) == 10  # all of them when fewer
+
+
+def test_score_artifacts_scores_each_runner_and_its_decisions_against_the_reference():
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (40, 3, 4, 4), dtype=np.uint8))
+    labels = torch.arange(40) % 2
+
+    def mean_logit(x: np.ndarray) -> np.ndarray:
+        return (x.mean(axis=(1, 2, 3)) - 0.5).astype(np.float32) * 20
+
+    runners = {REFERENCE: mean_logit, "fp32_onnxruntime": mean_logit, "flipped": lambda x: -mean_logit(x)}
+    report = score_artifacts(runners, images, labels, threshold=0.5, temperature=2.0)
+    keys = ("test_accuracy", "test_f1", "test_roc_auc", "agreement")
+    assert set(report) == {f"{name}_{key}" for name in runners for key in keys}
+    assert report[f"{REFERENCE}_agreement"] == report["fp32_onnxruntime_agreement"] == 1.0
+    assert report["flipped_agreement"] == 0.0
+    assert report["flipped_test_roc_auc"] == pytest.approx(1 - report[f"{REFERENCE}_test_roc_auc"])
+    runners["fp32_onnxruntime"] = lambda x: mean_logit(x) + np.float32(0.01)  # an export that drifted
+    with pytest.raises(AgreementError, match="fp32_onnxruntime"):
+        score_artifacts(runners, images, labels, threshold=0.5, temperature=2.0)

@@ -9,17 +9,11 @@ from gclf.device import select_device
 from gclf.errors import UserError
 from gclf.params import AugmentParams
 from gclf.train.augment import batch_augmenter, train_transform
-from gclf.train.loop import (
-    FitConfig,
-    adam_plateau,
-    adamw_schedule,
-    fit,
-    freeze_backbone,
-    layer_decay_groups,
-    progressive_sizes,
-)
+from gclf.train.loop import FitConfig, fit
 from gclf.train.losses import make_loss
 from gclf.train.model import build_model
+from gclf.train.optim import adam_plateau, adamw_schedule, freeze_backbone, layer_decay_groups
+from gclf.train.pipeline import InputPipeline, progressive_sizes
 from gclf.tta import predict_probs
 
 SIZE = 32
@@ -59,9 +53,9 @@ def phase2_run(epochs, state_path=None, ema_decay=0.0, epoch_sizes=(), model=Non
         optimizer,
         scheduler,
         cfg,
-        [train_transform(NO_AUGMENT, SIZE)] * 2
+        InputPipeline(transforms=(train_transform(NO_AUGMENT, SIZE),) * 2)
         if backend == "per-image"
-        else batch_augmenter(AugmentParams(), SIZE, train[1]),
+        else InputPipeline(batch_augment=batch_augmenter(AugmentParams(), SIZE, train[1])),
         select_device("cpu", 1),
         state_path=state_path,
         state_key="k",
@@ -102,10 +96,11 @@ def test_progressive_resizing_trains_at_each_epochs_size(monkeypatch):
 def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch, backend):
     full = phase2_run(epochs=4, backend=backend)
     state = tmp_path / "state.pt"
-    import gclf.train.loop as train_module
+    import gclf.train.loop as loop_module
+    import gclf.train.state as state_module
 
     # "kill" the run after its second epoch: the loop stops, the state file stays behind
-    real_save = train_module.atomic_write
+    real_save = state_module.atomic_write
     calls = []
 
     def save_then_die(path, write):
@@ -114,21 +109,21 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch, backend):
         if len(calls) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "atomic_write", save_then_die)
+    monkeypatch.setattr(state_module, "atomic_write", save_then_die)
     try:
         phase2_run(epochs=4, state_path=state, backend=backend)
     except KeyboardInterrupt:
         pass
-    monkeypatch.setattr(train_module, "atomic_write", real_save)
+    monkeypatch.setattr(state_module, "atomic_write", real_save)
     assert state.exists()
     trained_epochs = []
-    train_epoch = train_module._train_epoch
+    train_epoch = loop_module._train_epoch
 
     def record_epoch(*args, epoch, **kwargs):
         trained_epochs.append(epoch)
         return train_epoch(*args, epoch=epoch, **kwargs)
 
-    monkeypatch.setattr(train_module, "_train_epoch", record_epoch)
+    monkeypatch.setattr(loop_module, "_train_epoch", record_epoch)
     logged = []
     resumed = phase2_run(epochs=4, state_path=state, backend=backend, on_epoch=lambda *epoch: logged.append(epoch))
     assert trained_epochs == [2, 3]  # epochs 1 and 2 came from the state, not from training again
@@ -170,7 +165,7 @@ def test_phase1_freezes_backbone_weights_and_batchnorm_stats():
         optimizer,
         scheduler,
         cfg,
-        [train_transform(NO_AUGMENT, SIZE)] * 2,
+        InputPipeline(transforms=(train_transform(NO_AUGMENT, SIZE),) * 2),
         select_device("cpu", 1),
     )
     for key, value in result.model.backbone.state_dict().items():
@@ -204,7 +199,7 @@ DDP_SCRIPT = """
 import os, sys, torch
 sys.path.insert(0, {tests!r})
 from test_train import phase2_run
-from gclf.train.loop import save_phase
+from gclf.train.phases import save_phase
 
 result = phase2_run(epochs=2, ema_decay=0.9)
 rank = os.environ["RANK"]

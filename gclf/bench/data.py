@@ -22,9 +22,8 @@ from gclf.data.formats import SCANNERS
 from gclf.data.images import CACHE_DIR, load_images
 from gclf.data.manifest import DataError
 from gclf.params import AugmentParams
-from gclf.train.augment import training_augment
-from gclf.train.loop import FitConfig, device_batch, split_augment, train_loader
 from gclf.train.memory import PeakMemory
+from gclf.train.pipeline import device_batch, input_pipeline, train_loader
 
 
 def bench_data(
@@ -51,17 +50,16 @@ def bench_data(
         start = time.perf_counter()
         images = load_images([r.path for r in records], image_size, cache_dir)
         store_s = time.perf_counter() - start
-        image_transforms, batch_augment = split_augment(
-            training_augment(AugmentParams(backend=augment), image_size, labels)
+        pipeline = input_pipeline(AugmentParams(backend=augment), image_size, labels)
+        dataset = ImageDataset(images, labels, pipeline.transforms)
+        loader = train_loader(
+            dataset, batch_size=batch_size, seed=seed, epoch=0, num_workers=num_workers, pin=device.type == "cuda"
         )
-        dataset = ImageDataset(images, labels, image_transforms)
-        cfg = FitConfig(epochs=1, batch_size=batch_size, monitor="val_auc", seed=seed, num_workers=num_workers)
-        loader = train_loader(dataset, labels, cfg, 0, 0, 1, pin=device.type == "cuda")
         generator = torch.Generator().manual_seed(seed)
         total = min(len(loader), batches) if batches > 0 else len(loader)
         seen, start = 0, time.perf_counter()
         for x, y in tqdm(itertools.islice(loader, total), total=total, desc=f"{augment} batches", unit="batch"):
-            x, _ = device_batch(x, y, device, batch_augment, generator)
+            x, _ = device_batch(x, y, device, pipeline.batch_augment, generator)
             seen += len(x)
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # the device's queued work counts too

@@ -1,4 +1,4 @@
-"""``python -m gclf.bench.recrop``: does alignment undo the framing of face crops from the web?
+"""``gclf bench-recrop``: does alignment undo the framing of face crops from the web?
 
 UTKFace's chips are aligned (:mod:`gclf.faces.align`); crops found on the web are not: framed
 looser or tighter, off centre, rolled, cut at the forehead or the chin. Each test chip is re-cropped
@@ -12,10 +12,8 @@ originals (:data:`DONE_WITHIN_POINTS`).
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -160,45 +158,3 @@ def report_table(report: dict[str, Any]) -> str:
         f"\naligned re-crops minus originals: {gap:+.2f} points; at most {DONE_WITHIN_POINTS} under: {verdict}"
     )
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    from gclf.bench.models import machine_facts
-    from gclf.cli import LABELLED_FORMATS, positive_int
-    from gclf.evaluate.external import MANIFEST, labelled_faces, skipped_summary
-    from gclf.io import write_json
-    from gclf.stage import fail
-
-    parser = argparse.ArgumentParser(prog="python -m gclf.bench.recrop", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, metavar="ARTIFACT", help="a .pt checkpoint, .onnx or OpenVINO .xml")
-    parser.add_argument(
-        "--data", default="data/splits/test.csv", metavar="PATH", help="labelled face chips (default %(default)s)"
-    )
-    parser.add_argument(
-        "--format",
-        choices=(MANIFEST, *LABELLED_FORMATS),
-        default=MANIFEST,
-        help="manifest: a split manifest; else as gclf evaluate's --format (default %(default)s)",
-    )
-    parser.add_argument("--count", type=positive_int, default=1000, help="chips, a seeded sample (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="sample and framing seed (default 0)")
-    parser.add_argument("--threads", type=positive_int, default=2, metavar="N", help="inference threads (default 2)")
-    parser.add_argument("--out", metavar="FILE.json", help="also write the numbers as JSON")
-    args = parser.parse_args(argv)
-    try:
-        report, unreadable = recrop_benchmark(
-            args.model, labelled_faces(args.data, args.format), args.count, args.seed, args.threads
-        )
-    except UserError as e:  # DataError is one too
-        fail(str(e))
-    if unreadable:
-        print(skipped_summary(unreadable), file=sys.stderr)
-    cpu = machine_facts(args.threads)["cpu_model"]
-    print(f"{args.model} on {report['chips']} chips of {args.data}; {cpu}, {args.threads} threads")
-    print(report_table(report))
-    if args.out:
-        write_json(args.out, {**report, "cpu_model": cpu}, digits=4)
-
-
-if __name__ == "__main__":
-    main()

@@ -30,13 +30,13 @@ import aiohttp
 import numpy as np
 import torch
 
-from gclf.bench.models import machine_facts
+from gclf.bench.harness import machine_facts
 from gclf.bench.stress import noise_png, overload, slow_headers
 from gclf.data.synthetic import make_synthetic
 from gclf.deploy.connections import raise_open_file_limit
 from gclf.deploy.inputs import Inputs
 from gclf.deploy.predict import DEFAULT_TTA_VIEWS, Predictor
-from gclf.deploy.serve import STOPPED
+from gclf.deploy.serveconfig import STOPPED
 from gclf.errors import UserError
 from gclf.export.artifact import deployment_meta
 from gclf.train.model import artifact_meta, build_model, save_model

@@ -240,3 +240,4 @@ SCANNERS: dict[str, Callable[[str], Scan]] = {
     "csv": scan_csv,
     "utkface": scan_utkface,
 }
+LABELLED_FORMATS = tuple(SCANNERS)  # the layouts that carry labels on disk: every data.format but synthetic

@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from gclf.data import WORKERS
 from gclf.data.manifest import CLASSES
 
-WORKERS = 2  # threads drawing and writing images
 SUPERSAMPLE = 2  # draw at twice the size and downsample: ImageDraw has no antialiasing
 SKIN_TONES = {  # name: (probability, base RGB)
     "light": (0.5, (236, 200, 172)),

@@ -1,6 +1,5 @@
-"""Using a trained artifact outside the pipeline: :mod:`gclf.deploy.predict` (``gclf predict``, :class:`Predictor`),
-:mod:`gclf.deploy.serve` (``gclf serve``, an HTTP service; the ``serve`` extra) and its load test,
-:mod:`gclf.bench.serve` (``gclf bench-serve``)."""
+"""Using a trained artifact outside the pipeline: ``gclf predict`` (:class:`gclf.deploy.predict.Predictor`)
+and ``gclf serve``, the HTTP service (the ``serve`` extra); docs/code.md."""
 
 from __future__ import annotations
 

@@ -38,11 +38,10 @@ from gclf.deploy.connections import HeaderDeadlineProtocol, raise_open_file_limi
 from gclf.deploy.guards import Admission, HideInternalErrors, error_response
 from gclf.deploy.rows import json_row
 from gclf.deploy.schema import Error, Health, Meta, prediction_model
-from gclf.deploy.serveconfig import ServeConfig
+from gclf.deploy.serveconfig import STOPPED, ServeConfig
 from gclf.deploy.service import FIELD, Service
 
 CONFIG_ENV = "GCLF_SERVE_CONFIG"  # how the config reaches uvicorn's worker processes, which import the app anew
-STOPPED = "stopped cleanly"  # logged by each worker at the end of its shutdown (gclf bench-serve checks)
 TEXT_FIELDS = {"max_fields": 16, "max_part_size": 64 * 1024}  # text fields are ignored: a few small ones, else 400
 log = logging.getLogger("uvicorn.error")  # uvicorn's own log, so gclf's lines keep its format and level
 # at module level: FastAPI reads the handlers' annotations as strings, in this module's namespace

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from gclf.deploy import available_cores
 from gclf.faces.detect import DEFAULT_MAX_FACES, DEFAULT_MIN_FACE_SIZE
 
+STOPPED = "stopped cleanly"  # logged by each worker at the end of its shutdown (gclf bench-serve checks)
+
 
 @dataclass(frozen=True)
 class ServeConfig:

@@ -1,2 +1,2 @@
-"""Scoring and reporting a trained model: one scoring recipe for the test split, external data, the
-teacher and the peers (:mod:`gclf.evaluate.scoring`)."""
+"""Scoring and reporting a trained model: one scoring recipe (:mod:`gclf.evaluate.scoring`) for the test
+split, outside data, the teacher and the peers; Grad-CAM, figures and the model card; docs/code.md."""

@@ -14,12 +14,13 @@ from PIL import Image
 from torch import nn
 
 from gclf.data.manifest import CLASSES, DataError
+from gclf.errors import ModelError
 from gclf.evaluate.gradcam import grad_cam
 from gclf.evaluate.plots import heat_overlay, image_grid_png, save_figure
 from gclf.export.artifact import DYNAMIC_INT8, read_artifact_meta
 from gclf.faces.detect import Face, FaceDetector, crop_square, face_crop, levelling_angle
 from gclf.faces.read import guarded, read_image
-from gclf.train.model import ModelError, load_model
+from gclf.train.model import load_model
 
 CLASS_COLOURS = ("tab:blue", "tab:red")  # male, female: the boxes' colours
 

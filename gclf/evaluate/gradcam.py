@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gclf.data.manifest import CLASSES
+from gclf.errors import ModelError
 from gclf.metrics import most_confident
-from gclf.train.model import ModelError
 
 MIN_SIDE = 4  # cells per side of the default feature map
 

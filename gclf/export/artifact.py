@@ -14,15 +14,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import onnx
 import openvino as ov
 import torch
 
+from gclf.errors import ModelError
+from gclf.export.onnx import META_KEY
 from gclf.outputs import verified
-from gclf.train.model import ModelError
 
 DYNAMIC_INT8 = "dynamic_int8_linear"  # meta["quantization"] of a dynamically quantized checkpoint
-META_KEY = "gclf"  # ONNX metadata_props key / OpenVINO rt_info key of the artifact's meta, a JSON string
 INPUT_CONTRACT = "RGB float in [0,1], NCHW; normalisation inside the model"
 REQUIRED_META = ("arch", "image_size", "classes")  # what inference cannot do without
 ARTIFACT_SUFFIXES = (".pt", ".onnx", ".xml")  # a checkpoint (FP32 or dynamic INT8), ONNX, OpenVINO IR
@@ -32,6 +33,12 @@ ARTIFACTS = {  # benchmark row name -> pipeline file, reference first (the quant
     "fp32_onnxruntime": "models/model.onnx",
     "int8_static": "models/int8/model.xml",
 }
+
+
+def input_pixels(images: torch.Tensor) -> np.ndarray:
+    """Decoded uint8 images (N, 3, S, S) as every artifact takes them (:data:`INPUT_CONTRACT`):
+    contiguous float32 in [0, 1]."""
+    return images.float().div(255).contiguous().numpy()
 
 
 def deployment_meta(

@@ -14,8 +14,9 @@ import openvino as ov
 import torch
 from torch import nn
 
-from gclf.export.artifact import META_KEY
 from gclf.io import atomic_write, fsync
+
+META_KEY = "gclf"  # ONNX metadata_props key / OpenVINO rt_info key of the artifact's meta, a JSON string
 
 ONNX_OPSET = 18  # the opset the torch.export-based exporter targets natively (no version conversion)
 INPUT_NAME = "pixels"
@@ -31,7 +32,7 @@ def export_onnx(
     meta: dict[str, Any] | None = None,
 ) -> None:
     """Write ``model`` as one self-contained FP32 ONNX file with a dynamic batch axis; ``meta`` goes
-    into the file's ``metadata_props`` under :data:`gclf.export.artifact.META_KEY`."""
+    into the file's ``metadata_props`` under :data:`META_KEY`."""
     example = torch.rand(2, 3, image_size, image_size)  # batch 2: a batch of 1 could be specialised away
     program = torch.onnx.export(
         model.eval(),

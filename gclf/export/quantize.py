@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gclf.export.artifact import ARTIFACTS, DYNAMIC_INT8, META_KEY, legacy_quantization_warnings_silenced
-from gclf.export.onnx import export_onnx, save_openvino_ir, to_openvino
+from gclf.export.artifact import ARTIFACTS, DYNAMIC_INT8, input_pixels, legacy_quantization_warnings_silenced
+from gclf.export.onnx import META_KEY, export_onnx, save_openvino_ir, to_openvino
 from gclf.train.model import save_checkpoint, save_model
 
 
@@ -37,6 +37,13 @@ def save_dynamic_int8(path: str | Path, quantized: nn.Module, meta: dict[str, An
         save_checkpoint(path, state)
 
 
+def calibration_sample(images: torch.Tensor, count: int, seed: int) -> np.ndarray:
+    """``count`` of the decoded uint8 ``images`` (all of them when fewer), drawn with ``seed`` and kept
+    in their order, as pixels for :func:`quantize_static`."""
+    picked = np.random.default_rng(seed).permutation(len(images))[:count]
+    return input_pixels(images[np.sort(picked)])
+
+
 def quantize_static(
     source: nn.Module | str | Path,
     calibration: np.ndarray,
@@ -47,7 +54,7 @@ def quantize_static(
 
     ``calibration`` is float32 (N, 3, S, S) in [0, 1], as the model sees in inference; NNCF fixes
     activation ranges on all N images (the caller picks N: ``quantize.calibration_images``).
-    ``meta`` goes into the IR's ``rt_info`` under :data:`gclf.export.artifact.META_KEY`.
+    ``meta`` goes into the IR's ``rt_info`` under :data:`gclf.export.onnx.META_KEY`.
     """
     import nncf  # here, not at the top: importing it takes seconds and only this stage needs it
 

@@ -17,9 +17,10 @@ import openvino.properties.hint as ov_hints
 import torch
 from torch import nn
 
+from gclf.errors import ModelError
 from gclf.export.artifact import DYNAMIC_INT8, existing_artifact, legacy_quantization_warnings_silenced
 from gclf.export.quantize import quantize_dynamic_linear
-from gclf.train.model import ModelError, build_model, load_model, load_weights
+from gclf.train.model import build_model, load_model, load_weights
 
 Runner = Callable[[np.ndarray], np.ndarray]  # float32 pixels (N, 3, S, S) in [0, 1] -> float32 logits (N,)
 

@@ -1,7 +1,2 @@
-"""Faces as another network sees them: the distillation teacher.
-
-- :mod:`gclf.faces.targets`: the teacher stage's output files (per split, in manifest order) and how
-  training and evaluation read them; numpy only, no teacher needed to read them;
-- :mod:`gclf.faces.teacher`: dlib's face-recognition ResNet on each split image, and the logistic probe
-  on its embeddings (the ``teacher`` extra: ``pip install -e ".[teacher]"``).
-"""
+"""Faces: finding them in photos, aligning them like the training chips, reading a crop for the
+classifier, and the other networks that see faces (the distillation teacher, the peers); docs/code.md."""

@@ -87,14 +87,6 @@ def batch_augmenter(p: AugmentParams, image_size: int, train_labels: torch.Tenso
     return BatchAugment(class_params(p, train_labels), image_size)
 
 
-def training_augment(
-    p: AugmentParams, image_size: int, train_labels: torch.Tensor
-) -> tuple[v2.Compose, v2.Compose] | BatchAugment:
-    """The augmentation ``p.backend`` names: per-image transforms by class, or the batched one."""
-    make = class_transforms if p.backend == "per-image" else batch_augmenter
-    return make(p, image_size, train_labels)
-
-
 # uniform numbers each op draws per sample, in this order; an op that is off draws none
 DRAWS = {
     "crop_scale": 2 * TRIES + 2,  # areas, ratios, then the box's position

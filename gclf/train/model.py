@@ -17,15 +17,11 @@ import torch
 from torch import nn
 
 from gclf.data.manifest import CLASSES
-from gclf.errors import UserError
+from gclf.errors import ModelError
 from gclf.io import atomic_write
 from gclf.outputs import verified
 
 HEADS = ("mlp", "linear")
-
-
-class ModelError(UserError):
-    """A model or artifact that cannot be built or loaded, with a message for the user."""
 
 
 class Normalize(nn.Module):
