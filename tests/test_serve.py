@@ -178,6 +178,20 @@ def until_closed(connection: socket.socket, start: float) -> tuple[bytes, float]
     return received, time.monotonic() - start
 
 
+def read_response(connection: socket.socket) -> tuple[bytes, bytes]:
+    """(head, body) of one response: TCP may hand them over in several pieces, the body after the head."""
+    received = b""
+    while b"\r\n\r\n" not in received and (chunk := connection.recv(4096)):
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")), 0
+    )
+    while len(body) < length and (chunk := connection.recv(4096)):
+        body += chunk
+    return head, body
+
+
 def healthy(url: str) -> bool:
     return request(url, "GET", "/health") == (200, {"status": "ok"})
 
@@ -404,7 +418,7 @@ def test_a_full_queue_is_refused_at_once_with_retry_after_before_the_body_is_rea
             with connect(url) as connection:
                 start = time.monotonic()
                 connection.sendall(PREDICT_HEAD + b"Content-Length: 500000\r\n\r\n")
-                head, _, body = connection.recv(4096).partition(b"\r\n\r\n")
+                head, body = read_response(connection)
                 seconds = time.monotonic() - start
             assert first.result()[0] == 200
     assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nretry-after: 1\r\n" in head.lower() and seconds < 1
@@ -571,3 +585,11 @@ def test_a_16_bit_image_is_converted_without_a_float64_copy():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 8 * side * side  # a float64 copy alone is 8 bytes a pixel
+
+
+def test_read_response_waits_for_a_body_sent_after_its_head():
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(b"HTTP/1.1 503 Busy\r\nContent-Length: 11\r\n\r\n")
+        threading.Timer(0.1, theirs.sendall, [b'{"e": "x"}\n']).start()
+        assert read_response(ours) == (b"HTTP/1.1 503 Busy\r\nContent-Length: 11", b'{"e": "x"}\n')
