@@ -3,12 +3,12 @@ thin stages, and a code map that names exactly the modules there are."""
 
 from __future__ import annotations
 
-import ast
 import re
 from functools import cache
 from pathlib import Path
 
 import pytest
+from test_dvc_deps import imports_of, module_file, with_packages
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "gclf"
@@ -26,20 +26,19 @@ def module_name(path: Path) -> str:
 
 def layer(module: str) -> int:
     """The rank of ``gclf.<folder>...``'s folder; a module of the floor (``gclf.io``) is 0."""
-    parts = module.split(".")
-    folder = parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS) else ""
-    return LAYERS.index(folder)
+    folder = module.split(".")[1]
+    return LAYERS.index(folder if folder in LAYERS else "")
 
 
 def gclf_imports(path: Path) -> set[str]:
-    """Every ``gclf`` module ``path`` imports, at module level or inside a function."""
+    """Every ``gclf`` module ``path`` imports, at module level or inside a function (test_dvc_deps's
+    reading of imports; ``from gclf.x import y`` counts as ``gclf.x.y`` when that is a module). The
+    package's own lazy ``__getattr__`` (``gclf.Predictor``) is not an import of ``gclf``."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("gclf.")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gclf"):
-            found.add(node.module)
-    return found - {"gclf"}
+    for name, _ in imports_of(path)[0]:
+        modules = [m for m in with_packages(name) if module_file(m) is not None]
+        found.add(modules[-1] if modules else name)
+    return {m for m in found if m.startswith("gclf.")}
 
 
 @cache
@@ -48,7 +47,7 @@ def graph() -> dict[str, set[str]]:
 
 
 def upward_imports(edges: dict[str, set[str]]) -> list[str]:
-    # gclf/__init__.py hands out gclf.Predictor lazily: the package's public face, not a layer
+    # gclf/__init__.py is the package's public face (gclf.Predictor), not a layer
     return [f"{m} -> {t}" for m, ts in edges.items() if m != "gclf" for t in ts if layer(t) > layer(m)]
 
 
