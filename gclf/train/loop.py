@@ -113,14 +113,12 @@ def _train_epoch(
     logits_seen, labels_seen, losses = [], [], []
     for x, y, *teacher in progress(loader, f"{desc} epoch {epoch + 1}/{cfg.epochs}"):  # teacher: [targets] or []
         x, y = device_batch(x, y, device, batch_augment, generator, size)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda or cfg.cpu_bf16):
+            logits, pooled = (ddp(x), None) if distiller is None else student_forward(model, x)
+        logits = logits.float()  # bfloat16 under autocast; the loss and the epoch's scores want float32
         if distiller is None:
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda or cfg.cpu_bf16):
-                logits = ddp(x).float()
             loss = loss_fn(logits, y)
         else:
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda or cfg.cpu_bf16):
-                logits, pooled = student_forward(model, x)
-            logits = logits.float()  # bfloat16 under CPU autocast; the epoch's scores want float32
             loss = distiller.loss(logits, pooled, y, teacher[0].to(device), loss_fn)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
